@@ -27,10 +27,15 @@ IDENTICAL_FILES = {
 
 # copy file -> the source modules its definitions come from
 COPIES = {
+    "ch04/previous_chapters.py": ["ch03/attention.py"],
+    "ch05/previous_chapters.py": ["ch02/text_data.py", "ch03/attention.py", "ch04/gpt.py"],
 }
 
 # standalone module -> the notebook whose code it collects
 MODULE_NOTEBOOKS = {
+    "ch02/text_data.py": "ch02/ch02.ipynb",
+    "ch03/attention.py": "ch03/ch03.ipynb",
+    "ch04/gpt.py": "ch04/ch04.ipynb",
 }
 
 
