@@ -105,7 +105,8 @@ def main(argv=None):
             print(f"{status:<5} {requirement.name:<16} {'':<14} not for this platform ({requirement.marker})")
             continue
         failures += status == "FAIL"
-        print(f"{status:<5} {requirement.name:<16} {installed or 'not installed':<14} needs {requirement.specifier}")
+        needs = requirement.specifier or "any version"
+        print(f"{status:<5} {requirement.name:<16} {installed or 'not installed':<14} needs {needs}")
     print(f"device: {describe_device()}")
 
     if failures:
