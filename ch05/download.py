@@ -81,11 +81,12 @@ def download(url, dest, sha256=None, mirrors=None, timeout=60):
             source = _copy_from_mirror(url, roots, out) or _copy_from_network(url, roots, out, timeout)
         if sha256 is not None:
             actual = sha256_of(tmp)
-            if actual != sha256:
+            if actual != sha256.lower():
                 raise DownloadError(
                     f"Checksum mismatch for {url} (read from {source}): expected sha256 {sha256}, got {actual}. "
                     "The file is corrupt or not the expected version; nothing was written."
                 )
+        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; downloads may live in shared folders
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -153,12 +154,15 @@ def main(argv=None):
     parser.add_argument("--seed-tiktoken-cache", metavar="DIR",
                         help="copy GPT-2's BPE files into DIR under the names tiktoken looks for")
     args = parser.parse_args(argv)
-    if args.seed_tiktoken_cache:
-        print(f"tiktoken cache ready: {seed_tiktoken_cache(args.seed_tiktoken_cache)}")
-    elif args.url and args.dest:
-        print(f"saved: {download(args.url, args.dest, sha256=args.sha256)}")
-    else:
+    if not (args.seed_tiktoken_cache or (args.url and args.dest)):
         parser.error("give URL and DEST, or --seed-tiktoken-cache DIR")
+    try:
+        if args.seed_tiktoken_cache:
+            print(f"tiktoken cache ready: {seed_tiktoken_cache(args.seed_tiktoken_cache)}")
+        else:
+            print(f"saved: {download(args.url, args.dest, sha256=args.sha256)}")
+    except DownloadError as e:
+        parser.exit(1, f"error: {e}\n")
 
 
 if __name__ == "__main__":

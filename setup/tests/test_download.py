@@ -210,9 +210,18 @@ def test_cli_downloads_and_verifies(server, tmp_path, monkeypatch, capsys):
     download.main([server.url("/data/file.txt"), str(dest), "--sha256", CONTENT_SHA256])
     assert dest.read_bytes() == CONTENT
     assert f"saved: {dest}" in capsys.readouterr().out
-    with pytest.raises(download.DownloadError, match="Checksum mismatch"):
+    with pytest.raises(SystemExit) as exit_info:
         download.main([server.url("/data/file.txt"), str(tmp_path / "other.txt"), "--sha256", "0" * 64])
+    assert exit_info.value.code == 1
+    assert "error: Checksum mismatch" in capsys.readouterr().err
     assert os.listdir(tmp_path) == ["file.txt"]
+
+
+def test_uppercase_checksum_and_readable_file(server, tmp_path, monkeypatch):
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+    dest = download.download(server.url("/data/file.txt"), tmp_path / "file.txt", sha256=CONTENT_SHA256.upper())
+    assert dest.read_bytes() == CONTENT
+    assert dest.stat().st_mode & 0o044 == 0o044, "downloaded files must be readable by others (shared mirrors)"
 
 
 def test_cli_needs_url_and_dest(capsys):
