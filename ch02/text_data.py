@@ -72,6 +72,8 @@ class GPTDataset(Dataset):
     """
 
     def __init__(self, text, tokenizer, max_length, stride):
+        if max_length < 1 or stride < 1:
+            raise ValueError(f"max_length and stride must be at least 1, got max_length={max_length}, stride={stride}")
         token_ids = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
         if len(token_ids) <= max_length:
             raise ValueError(f"the text has {len(token_ids)} tokens; at least max_length + 1 = {max_length + 1} "

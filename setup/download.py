@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 MIRROR_ENV = "LLM_COURSE_MIRROR"
 

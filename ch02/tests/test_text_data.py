@@ -199,6 +199,12 @@ def test_dataset_rejects_text_shorter_than_a_window(gpt2):
         GPTDataset("one two three four five", gpt2, max_length=5, stride=1)
 
 
+@pytest.mark.parametrize("max_length, stride", [(0, 1), (4, 0), (4, -2)])
+def test_dataset_rejects_non_positive_window_settings(gpt2, max_length, stride):
+    with pytest.raises(ValueError, match="must be at least 1"):
+        GPTDataset("a long enough text " * 10, gpt2, max_length=max_length, stride=stride)
+
+
 def test_dataloader_batches_have_the_requested_shape(verdict, verdict_ids):
     loader = create_dataloader(verdict, batch_size=8, max_length=4, stride=4, shuffle=False)
     windows = math.ceil((len(verdict_ids) - 4) / 4)
