@@ -36,6 +36,8 @@ MODULE_NOTEBOOKS = {
     "ch02/text_data.py": "ch02/ch02.ipynb",
     "ch03/attention.py": "ch03/ch03.ipynb",
     "ch04/gpt.py": "ch04/ch04.ipynb",
+    "appendix-A/pytorch_basics.py": "appendix-A/appendix-A.ipynb",
+    "ch02/bonus-bpe-from-scratch/bpe.py": "ch02/bonus-bpe-from-scratch/bpe-from-scratch.ipynb",
 }
 
 
