@@ -29,6 +29,11 @@ IDENTICAL_FILES = {
 COPIES = {
     "ch04/previous_chapters.py": ["ch03/attention.py"],
     "ch05/previous_chapters.py": ["ch02/text_data.py", "ch03/attention.py", "ch04/gpt.py"],
+    "ch03/bonus-efficient-attention/previous_chapters.py": ["ch03/attention.py"],
+    "ch04/bonus-kv-cache/previous_chapters.py": ["ch03/attention.py", "ch04/gpt.py"],
+    "ch04/bonus-flops/previous_chapters.py": ["ch03/attention.py", "ch04/gpt.py"],
+    "ch05/bonus-training-extras/previous_chapters.py": ["ch02/text_data.py", "ch03/attention.py", "ch04/gpt.py",
+                                                        "ch05/pretraining.py"],
 }
 
 # standalone module -> the notebook whose code it collects
