@@ -33,8 +33,9 @@ def hf_model(cfg, attn_implementation):
     config = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
                         n_layer=cfg.n_layers, n_head=cfg.n_heads, resid_pdrop=cfg.drop_rate,
                         embd_pdrop=cfg.drop_rate, attn_pdrop=cfg.drop_rate, activation_function="gelu_new",
-                        tie_word_embeddings=cfg.tie_embeddings, use_cache=False)
-    return GPT2LMHeadModel(config, attn_implementation=attn_implementation)
+                        tie_word_embeddings=cfg.tie_embeddings, use_cache=False,
+                        attn_implementation=attn_implementation)
+    return GPT2LMHeadModel(config)
 
 
 class LogitsOnly(torch.nn.Module):

@@ -1,7 +1,9 @@
 """Code from earlier chapters that this bonus folder builds on (copied so the folder works on its own).
 
 A test keeps every definition here identical to its source in ch02/text_data.py, ch03/attention.py,
-ch04/gpt.py and ch05/pretraining.py.
+ch04/gpt.py and ch05/pretraining.py. ``load_gpt2_params`` is not used here: it is included so that, when pytest
+collects chapter 5 and this folder in one run (and this folder's modules come first on the import path), this
+file can also serve the chapter 5 modules that import it.
 """
 
 import time
@@ -11,7 +13,7 @@ import tiktoken
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from download import download
 
@@ -36,6 +38,8 @@ class GPTDataset(Dataset):
     """
 
     def __init__(self, text, tokenizer, max_length, stride):
+        if max_length < 1 or stride < 1:
+            raise ValueError(f"max_length and stride must be at least 1, got max_length={max_length}, stride={stride}")
         token_ids = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
         if len(token_ids) <= max_length:
             raise ValueError(f"the text has {len(token_ids)} tokens; at least max_length + 1 = {max_length + 1} "
@@ -204,6 +208,68 @@ def generate_greedy(model, token_ids, max_new_tokens, context_length):
         next_id = torch.argmax(logits, dim=-1, keepdim=True)  # (batch, 1)
         token_ids = torch.cat([token_ids, next_id], dim=1)
     return token_ids
+
+
+def load_gpt2_params(model, params):
+    """Copy GPT-2 weights named as in Hugging Face's GPT-2 (``h.0.attn.c_attn.weight``, ...) into ``model``.
+
+    ``params`` maps names to tensors or arrays; a leading ``transformer.`` is ignored. GPT-2 stores its linear
+    layers as (in, out) matrices and fuses the query, key and value projections into one ``c_attn``; here they
+    are split and transposed into the model's separate (out, in) ``nn.Linear`` weights. Every tensor is
+    shape-checked and a missing or misshapen one raises an error naming it.
+    """
+    params = {name.removeprefix("transformer."): torch.as_tensor(value) for name, value in params.items()}
+    cfg = model.cfg
+    d = cfg.emb_dim
+
+    def take(name, shape):
+        if name not in params:
+            raise KeyError(f"GPT-2 weights: tensor '{name}' is missing")
+        tensor = params[name]
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"GPT-2 weights: tensor '{name}' has shape {tuple(tensor.shape)}, "
+                             f"the model (emb_dim={d}, vocab_size={cfg.vocab_size}, "
+                             f"context_length={cfg.context_length}) expects {shape}")
+        return tensor
+
+    def assign(parameter, value):
+        with torch.no_grad():
+            parameter.copy_(value)
+
+    n_checkpoint_layers = len({name.split(".")[1] for name in params if name.startswith("h.")})
+    if n_checkpoint_layers != cfg.n_layers:
+        raise ValueError(f"GPT-2 weights have {n_checkpoint_layers} blocks, the model has {cfg.n_layers}")
+
+    assign(model.tok_emb.weight, take("wte.weight", (cfg.vocab_size, d)))
+    assign(model.pos_emb.weight, take("wpe.weight", (cfg.context_length, d)))
+    for i, block in enumerate(model.trf_blocks):
+        prefix = f"h.{i}."
+        assign(block.norm1.scale, take(prefix + "ln_1.weight", (d,)))
+        assign(block.norm1.shift, take(prefix + "ln_1.bias", (d,)))
+        qkv_weight = take(prefix + "attn.c_attn.weight", (d, 3 * d)).split(d, dim=1)
+        qkv_bias = take(prefix + "attn.c_attn.bias", (3 * d,)).split(d)
+        for linear, weight, bias in zip((block.att.W_query, block.att.W_key, block.att.W_value), qkv_weight, qkv_bias):
+            assign(linear.weight, weight.T)
+            if linear.bias is not None:
+                assign(linear.bias, bias)
+            elif bias.any():
+                raise ValueError(f"GPT-2 weights: '{prefix}attn.c_attn.bias' is non-zero but the model was built "
+                                 "with qkv_bias=False; build it with qkv_bias=True")
+        assign(block.att.out_proj.weight, take(prefix + "attn.c_proj.weight", (d, d)).T)
+        assign(block.att.out_proj.bias, take(prefix + "attn.c_proj.bias", (d,)))
+        assign(block.norm2.scale, take(prefix + "ln_2.weight", (d,)))
+        assign(block.norm2.shift, take(prefix + "ln_2.bias", (d,)))
+        assign(block.ff.layers[0].weight, take(prefix + "mlp.c_fc.weight", (d, 4 * d)).T)
+        assign(block.ff.layers[0].bias, take(prefix + "mlp.c_fc.bias", (4 * d,)))
+        assign(block.ff.layers[2].weight, take(prefix + "mlp.c_proj.weight", (4 * d, d)).T)
+        assign(block.ff.layers[2].bias, take(prefix + "mlp.c_proj.bias", (d,)))
+    assign(model.final_norm.scale, take("ln_f.weight", (d,)))
+    assign(model.final_norm.shift, take("ln_f.bias", (d,)))
+    if not cfg.tie_embeddings:
+        # GPT-2's checkpoints have no separate head: it is the token-embedding matrix.
+        head = "lm_head.weight" if "lm_head.weight" in params else "wte.weight"
+        assign(model.out_head.weight, take(head, (cfg.vocab_size, d)))
+    return model
 
 
 def choose_device():
