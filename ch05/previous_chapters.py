@@ -219,12 +219,13 @@ def load_gpt2_params(model, params):
 
     ``params`` maps names to tensors or arrays; a leading ``transformer.`` is ignored. GPT-2 stores its linear
     layers as (in, out) matrices and fuses the query, key and value projections into one ``c_attn``; here they
-    are split and transposed into the model's separate (out, in) ``nn.Linear`` weights. Every tensor is
-    shape-checked and a missing or misshapen one raises an error naming it.
+    are split and transposed into the model's separate (out, in) ``nn.Linear`` weights. Every tensor is checked
+    before any is copied: a missing or misshapen one raises an error naming it and leaves the model unchanged.
     """
     params = {name.removeprefix("transformer."): torch.as_tensor(value) for name, value in params.items()}
     cfg = model.cfg
     d = cfg.emb_dim
+    copies = []  # (model parameter, new value), applied once everything has been checked
 
     def take(name, shape):
         if name not in params:
@@ -236,41 +237,44 @@ def load_gpt2_params(model, params):
                              f"context_length={cfg.context_length}) expects {shape}")
         return tensor
 
-    def assign(parameter, value):
-        with torch.no_grad():
-            parameter.copy_(value)
-
     n_checkpoint_layers = len({name.split(".")[1] for name in params if name.startswith("h.")})
     if n_checkpoint_layers != cfg.n_layers:
         raise ValueError(f"GPT-2 weights have {n_checkpoint_layers} blocks, the model has {cfg.n_layers}")
 
-    assign(model.tok_emb.weight, take("wte.weight", (cfg.vocab_size, d)))
-    assign(model.pos_emb.weight, take("wpe.weight", (cfg.context_length, d)))
+    copies.append((model.tok_emb.weight, take("wte.weight", (cfg.vocab_size, d))))
+    copies.append((model.pos_emb.weight, take("wpe.weight", (cfg.context_length, d))))
     for i, block in enumerate(model.trf_blocks):
         prefix = f"h.{i}."
-        assign(block.norm1.scale, take(prefix + "ln_1.weight", (d,)))
-        assign(block.norm1.shift, take(prefix + "ln_1.bias", (d,)))
+        copies.append((block.norm1.scale, take(prefix + "ln_1.weight", (d,))))
+        copies.append((block.norm1.shift, take(prefix + "ln_1.bias", (d,))))
         qkv_weight = take(prefix + "attn.c_attn.weight", (d, 3 * d)).split(d, dim=1)
         qkv_bias = take(prefix + "attn.c_attn.bias", (3 * d,)).split(d)
         for linear, weight, bias in zip((block.att.W_query, block.att.W_key, block.att.W_value), qkv_weight, qkv_bias):
-            assign(linear.weight, weight.T)
+            copies.append((linear.weight, weight.T))
             if linear.bias is not None:
-                assign(linear.bias, bias)
+                copies.append((linear.bias, bias))
             elif bias.any():
                 raise ValueError(f"GPT-2 weights: '{prefix}attn.c_attn.bias' is non-zero but the model was built "
                                  "with qkv_bias=False; build it with qkv_bias=True")
-        assign(block.att.out_proj.weight, take(prefix + "attn.c_proj.weight", (d, d)).T)
-        assign(block.att.out_proj.bias, take(prefix + "attn.c_proj.bias", (d,)))
-        assign(block.norm2.scale, take(prefix + "ln_2.weight", (d,)))
-        assign(block.norm2.shift, take(prefix + "ln_2.bias", (d,)))
-        assign(block.ff.layers[0].weight, take(prefix + "mlp.c_fc.weight", (d, 4 * d)).T)
-        assign(block.ff.layers[0].bias, take(prefix + "mlp.c_fc.bias", (4 * d,)))
-        assign(block.ff.layers[2].weight, take(prefix + "mlp.c_proj.weight", (4 * d, d)).T)
-        assign(block.ff.layers[2].bias, take(prefix + "mlp.c_proj.bias", (d,)))
-    assign(model.final_norm.scale, take("ln_f.weight", (d,)))
-    assign(model.final_norm.shift, take("ln_f.bias", (d,)))
-    if not cfg.tie_embeddings:
+        copies.append((block.att.out_proj.weight, take(prefix + "attn.c_proj.weight", (d, d)).T))
+        copies.append((block.att.out_proj.bias, take(prefix + "attn.c_proj.bias", (d,))))
+        copies.append((block.norm2.scale, take(prefix + "ln_2.weight", (d,))))
+        copies.append((block.norm2.shift, take(prefix + "ln_2.bias", (d,))))
+        copies.append((block.ff.layers[0].weight, take(prefix + "mlp.c_fc.weight", (d, 4 * d)).T))
+        copies.append((block.ff.layers[0].bias, take(prefix + "mlp.c_fc.bias", (4 * d,))))
+        copies.append((block.ff.layers[2].weight, take(prefix + "mlp.c_proj.weight", (4 * d, d)).T))
+        copies.append((block.ff.layers[2].bias, take(prefix + "mlp.c_proj.bias", (d,))))
+    copies.append((model.final_norm.scale, take("ln_f.weight", (d,))))
+    copies.append((model.final_norm.shift, take("ln_f.bias", (d,))))
+    if cfg.tie_embeddings:
+        if "lm_head.weight" in params and not torch.equal(params["lm_head.weight"], params["wte.weight"]):
+            raise ValueError("GPT-2 weights: 'lm_head.weight' differs from 'wte.weight', but the model shares one "
+                             "matrix between them; build it with tie_embeddings=False")
+    else:
         # GPT-2's checkpoints have no separate head: it is the token-embedding matrix.
         head = "lm_head.weight" if "lm_head.weight" in params else "wte.weight"
-        assign(model.out_head.weight, take(head, (cfg.vocab_size, d)))
+        copies.append((model.out_head.weight, take(head, (cfg.vocab_size, d))))
+    with torch.no_grad():
+        for parameter, value in copies:
+            parameter.copy_(value)
     return model

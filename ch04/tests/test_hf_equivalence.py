@@ -113,3 +113,18 @@ def test_untied_model_takes_the_head_from_wte_when_the_checkpoint_has_none(state
     model = load_gpt2_params(course_model(CFG), state)
     assert torch.equal(model.out_head.weight, state["transformer.wte.weight"])
     assert not torch.equal(head, model.out_head.weight)
+
+
+def test_a_failed_load_leaves_the_model_unchanged(state):
+    del state["transformer.ln_f.bias"]  # checked last, after every block
+    model = course_model(CFG)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(KeyError, match="'ln_f.bias' is missing"):
+        load_gpt2_params(model, state)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), f"{name} was overwritten by a load that failed"
+
+
+def test_separate_head_into_tied_model_is_rejected(state):
+    with pytest.raises(ValueError, match="'lm_head.weight' differs from 'wte.weight'.*tie_embeddings=False"):
+        load_gpt2_params(course_model(replace(CFG, tie_embeddings=True)), state)
