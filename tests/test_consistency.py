@@ -43,6 +43,7 @@ MODULE_NOTEBOOKS = {
     "ch04/gpt.py": "ch04/ch04.ipynb",
     "appendix-A/pytorch_basics.py": "appendix-A/appendix-A.ipynb",
     "ch02/bonus-bpe-from-scratch/bpe.py": "ch02/bonus-bpe-from-scratch/bpe-from-scratch.ipynb",
+    "ch05/pretraining.py": "ch05/ch05.ipynb",
 }
 
 
