@@ -44,6 +44,7 @@ MODULE_NOTEBOOKS = {
     "appendix-A/pytorch_basics.py": "appendix-A/appendix-A.ipynb",
     "ch02/bonus-bpe-from-scratch/bpe.py": "ch02/bonus-bpe-from-scratch/bpe-from-scratch.ipynb",
     "ch05/pretraining.py": "ch05/ch05.ipynb",
+    "ch05/bonus-training-extras/training_extras.py": "ch05/bonus-training-extras/training-extras.ipynb",
 }
 
 
