@@ -14,7 +14,7 @@ from pathlib import Path
 import tiktoken
 import torch
 
-from gpt_download import GPT2_REPOS, SOURCES, load_gpt2
+from gpt_download import GPT2_REPOS, MODELS_DIR_ENV, SOURCES, load_gpt2
 from pretraining import choose_device, generate, load_checkpoint, text_to_token_ids, token_ids_to_text
 
 
@@ -24,10 +24,11 @@ def main(argv=None):
     weights.add_argument("--size", choices=list(GPT2_REPOS), default="124M",
                          help="pretrained GPT-2 size (default: 124M)")
     weights.add_argument("--checkpoint", type=Path, help="a model.pth written by gpt_train.py instead")
-    parser.add_argument("--source", choices=SOURCES, default="openai",
-                        help="where the GPT-2 weights come from: OpenAI's TensorFlow checkpoint or Hugging Face's "
-                             "safetensors file (default: openai)")
-    parser.add_argument("--models-dir", type=Path, default=Path("gpt2"), help="download folder (default: ./gpt2)")
+    parser.add_argument("--source", choices=SOURCES, default="hf",
+                        help="where the GPT-2 weights come from: Hugging Face's safetensors file or OpenAI's "
+                             "TensorFlow checkpoint (default: hf)")
+    parser.add_argument("--models-dir", type=Path,
+                        help=f"download folder (default: ${MODELS_DIR_ENV}, or ./gpt2 when it is not set)")
     parser.add_argument("--prompt", default="Every effort moves you", help="text to continue")
     parser.add_argument("--max-new-tokens", type=int, default=25, help="tokens to generate (default: 25)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; higher = more random")

@@ -10,22 +10,34 @@ laid out as a URL-addressed mirror (see download.py): the synthetic copy of
 Each size gets its own small dimensions (so the sizes can be told apart) and the real 50,257-token vocabulary and
 1,024-token context. Both formats of one size hold the same values. Every checkpoint is marked as synthetic (an
 extra ``synthetic_stand_in`` entry in hparams.json, config.json and the safetensors metadata), and the loaders
-print a "stand-in" warning whenever they load one. Usage::
+print a "stand-in" warning whenever they load one.
+
+OpenAI's format is written by TensorFlow itself, in a separate process (``tf_checkpoint.py write``), so the
+course's own TensorFlow-free reader is tested against the real thing, and the process running the tests never
+imports TensorFlow. Where TensorFlow is not installed (it publishes no wheels for the newest Python releases),
+only the Hugging Face format is written. Usage::
 
     python synthetic_gpt2.py --mirror DIR [--sizes 124M 355M]
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from download import TIKTOKEN_GPT2_FILES, mirror_path, download
-from gpt_download import GPT2_REPOS, SOURCES, STAND_IN_KEY, gpt2_urls, import_tensorflow
+from gpt_download import GPT2_REPOS, STAND_IN_KEY, gpt2_urls
+
+HERE = Path(__file__).resolve().parent
+TENSORFLOW_AVAILABLE = importlib.util.find_spec("tensorflow") is not None
+NO_TENSORFLOW = "writing OpenAI-format test checkpoints needs TensorFlow, which is not installed for this Python"
 
 VOCAB_SIZE = 50257
 CONTEXT_LENGTH = 1024
@@ -109,22 +121,25 @@ def random_params(hparams, seed=123):
     return params
 
 
-def write_openai_checkpoint(folder, hparams, params):
-    """Write hparams.json and a TF1 checkpoint (checkpoint, model.ckpt.{data-00000-of-00001,index,meta})."""
-    tf = import_tensorflow()
-    graph = tf.Graph()
-    with graph.as_default():
-        variables, feeds = [], {}
-        for hf_name, openai_name, _ in tensor_layout(hparams):
-            value = params[hf_name][None] if openai_name.endswith("/w") else params[hf_name]
-            initial = tf.compat.v1.placeholder(tf.float32, value.shape)  # keeps the values out of the .meta graph
-            variables.append(tf.compat.v1.Variable(initial, name=openai_name))
-            feeds[initial] = value
-        saver = tf.compat.v1.train.Saver(variables, save_relative_paths=True)
-        with tf.compat.v1.Session(graph=graph) as session:
-            session.run(tf.compat.v1.global_variables_initializer(), feed_dict=feeds)
-            saver.save(session, str(Path(folder) / "model.ckpt"))
-    (Path(folder) / "hparams.json").write_text(json.dumps(hparams, indent=2), encoding="utf-8")
+def write_openai_checkpoints(checkpoints):
+    """For each (folder, hparams, params): hparams.json and a TF1 checkpoint (checkpoint, model.ckpt.*).
+
+    TensorFlow writes the checkpoints, all in one child process; OpenAI stores each ``w`` as (1, in, out).
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        command = [sys.executable, str(HERE / "tf_checkpoint.py"), "write"]
+        for i, (folder, hparams, params) in enumerate(checkpoints):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            arrays = {openai: params[hf][None] if openai.endswith("/w") else params[hf]
+                      for hf, openai, _ in tensor_layout(hparams)}
+            np.savez(Path(scratch, f"{i}.npz"), **arrays)
+            command += [str(Path(scratch, f"{i}.npz")), str(Path(folder) / "model.ckpt")]
+        result = subprocess.run(command, capture_output=True, text=True,
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if result.returncode != 0:
+        raise RuntimeError(f"TensorFlow could not write the checkpoints:\n{result.stderr[-2000:]}")
+    for folder, hparams, _ in checkpoints:
+        (Path(folder) / "hparams.json").write_text(json.dumps(hparams, indent=2), encoding="utf-8")
 
 
 def write_hf_checkpoint(folder, hparams, params):
@@ -152,7 +167,8 @@ def build_mirror(root, sizes=tuple(GPT2_REPOS), seed=123):
     """
     root = Path(root)
     sizes = list(dict.fromkeys(sizes))
-    urls = [url for size in sizes for source in SOURCES for url in gpt2_urls(size, source).values()]
+    sources = ["hf", "openai"] if TENSORFLOW_AVAILABLE else ["hf"]
+    urls = [url for size in sizes for source in sources for url in gpt2_urls(size, source).values()]
     existing = [str(mirror_path(root, url)) for url in urls if mirror_path(root, url).exists()]
     if existing:
         raise FileExistsError(f"refusing to overwrite existing files (they may be real weights): {existing}")
@@ -160,17 +176,21 @@ def build_mirror(root, sizes=tuple(GPT2_REPOS), seed=123):
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".synthetic-gpt2-"))  # laid out like a mirror itself
     try:
         bpe_files = {file: download(url, staging / file, sha256=sha256) for file, (url, sha256) in BPE_FILES.items()}
+        openai_checkpoints = []
         for size in sizes:
             hparams = synthetic_hparams(size)
             params = random_params(hparams, seed)
-            openai_folder = mirror_path(staging, gpt2_urls(size, "openai")["hparams.json"]).parent
             hf_folder = mirror_path(staging, gpt2_urls(size, "hf")["config.json"]).parent
-            openai_folder.mkdir(parents=True)
             hf_folder.mkdir(parents=True)
-            write_openai_checkpoint(openai_folder, hparams, params)
-            for file, path in bpe_files.items():
-                shutil.copyfile(path, openai_folder / file)
             write_hf_checkpoint(hf_folder, hparams, params)
+            if "openai" in sources:
+                openai_folder = mirror_path(staging, gpt2_urls(size, "openai")["hparams.json"]).parent
+                openai_checkpoints.append((openai_folder, hparams, params))
+                openai_folder.mkdir(parents=True)
+                for file, path in bpe_files.items():
+                    shutil.copyfile(path, openai_folder / file)
+        if openai_checkpoints:
+            write_openai_checkpoints(openai_checkpoints)
         for url in urls:
             mirror_path(root, url).parent.mkdir(parents=True, exist_ok=True)
             os.replace(mirror_path(staging, url), mirror_path(root, url))
@@ -190,7 +210,8 @@ def main(argv=None):
         build_mirror(args.mirror, args.sizes, args.seed)
     except FileExistsError as e:
         parser.error(str(e))
-    print(f"synthetic GPT-2 checkpoints ({', '.join(args.sizes)}) written to the mirror {args.mirror}")
+    formats = "both formats" if TENSORFLOW_AVAILABLE else f"Hugging Face format only ({NO_TENSORFLOW})"
+    print(f"synthetic GPT-2 checkpoints ({', '.join(args.sizes)}; {formats}) written to the mirror {args.mirror}")
 
 
 if __name__ == "__main__":

@@ -58,15 +58,29 @@ def test_markers_that_do_not_apply_are_skipped(tmp_path, capsys):
 
 def test_python_version_and_device_lines(tmp_path, capsys):
     _, lines = run(tmp_path, capsys, "packaging\n")
-    assert line_for(lines, "python").split()[:3] == ["OK", "python", ".".join(map(str, sys.version_info[:3]))]
+    assert line_for(lines, "python").split()[:3] == [check_env.python_status(), "python",
+                                                     ".".join(map(str, sys.version_info[:3]))]
     device_lines = [line for line in lines if line.startswith("device: ")]
     assert len(device_lines) == 1
     assert device_lines[0].split()[1] in {"cuda", "mps", "cpu"}
 
 
-def test_python_version_threshold():
-    assert check_env.python_is_supported(check_env.MIN_PYTHON + (0,))
-    assert not check_env.python_is_supported((check_env.MIN_PYTHON[0], check_env.MIN_PYTHON[1] - 1, 9))
+def test_python_version_thresholds():
+    assert check_env.python_status(check_env.MIN_PYTHON + (0,)) == "OK"
+    assert check_env.python_status((check_env.MIN_PYTHON[0], check_env.MIN_PYTHON[1] - 1, 9)) == "FAIL"
+    assert check_env.python_status(check_env.NEWEST_TESTED_PYTHON + (5,)) == "OK"
+    newer = (check_env.NEWEST_TESTED_PYTHON[0], check_env.NEWEST_TESTED_PYTHON[1] + 1, 0)
+    assert check_env.python_status(newer) == "WARN"
+
+
+def test_tensorflow_is_skipped_where_it_has_no_wheels():
+    """requirements.txt asks for TensorFlow only on Python versions it publishes wheels for (not 3.14 yet)."""
+    tensorflow = [r for r in check_env.read_requirements(check_env.DEFAULT_REQUIREMENTS) if "tensorflow" in r.name]
+    assert tensorflow
+    for python, expected in [("3.10", True), ("3.13", True), ("3.14", False)]:
+        applies = [r.marker.evaluate({"python_version": python, "platform_machine": machine, "sys_platform": system})
+                   for r in tensorflow for machine, system in [("x86_64", "linux"), ("arm64", "darwin")]]
+        assert any(applies) == expected, python
 
 
 def test_invalid_line_is_named(tmp_path, capsys):
