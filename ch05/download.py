@@ -70,7 +70,7 @@ def download(url, dest, sha256=None, mirrors=None, timeout=60):
     file behind.
     """
     dest = Path(dest)
-    if dest.exists() and (sha256 is None or sha256_of(dest) == sha256):
+    if dest.exists() and (sha256 is None or sha256_of(dest) == sha256.lower()):
         return dest
     roots = mirror_roots() if mirrors is None else [Path(m) for m in mirrors]
     dest.parent.mkdir(parents=True, exist_ok=True)

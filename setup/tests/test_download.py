@@ -222,6 +222,8 @@ def test_uppercase_checksum_and_readable_file(server, tmp_path, monkeypatch):
     dest = download.download(server.url("/data/file.txt"), tmp_path / "file.txt", sha256=CONTENT_SHA256.upper())
     assert dest.read_bytes() == CONTENT
     assert dest.stat().st_mode & 0o044 == 0o044, "downloaded files must be readable by others (shared mirrors)"
+    del server.routes["/data/file.txt"]  # a second call must keep the verified file, not fetch it again
+    assert download.download(server.url("/data/file.txt"), dest, sha256=CONTENT_SHA256.upper()) == dest
 
 
 def test_cli_needs_url_and_dest(capsys):
