@@ -67,9 +67,14 @@ def check_exercise_A_2(grad_W1, grad_w2):
         assert isinstance(answer, torch.Tensor), f"{name} should be a tensor, got {type(answer).__name__}"
         assert answer.shape == expected.shape, \
             f"{name} should have the shape of the weights it belongs to, {tuple(expected.shape)}, not {tuple(answer.shape)}"
-        assert torch.allclose(answer.detach(), expected, atol=1e-6), (
-            f"{name} has the wrong values: build the loss from tensors created with requires_grad=True, call "
-            "backward() once (gradients accumulate) and read .grad, or use torch.autograd.grad")
+        answer = answer.detach()
+        assert not torch.allclose(answer, 2 * expected, atol=1e-6), (
+            f"{name} is twice the gradient: backward() ran twice and .grad accumulated both results; "
+            "run exercise_A_2_inputs() again for fresh tensors and call backward() once")
+        assert torch.allclose(answer, expected, atol=1e-6), (
+            f"{name} has the wrong values: build the loss exactly as in the formula (relu, then the dot product "
+            "with w2, minus the target, squared) from tensors with requires_grad=True, call backward() once and "
+            "read .grad")
     print("Correct: autograd agrees with the chain rule worked out by hand.")
 
 
@@ -82,6 +87,8 @@ def check_exercise_A_3(SquaresDataset, squares_loader):
     x, y = small[3]
     assert torch.equal(x, torch.tensor([3.0])) and torch.equal(y, torch.tensor([9.0])), \
         f"SquaresDataset(7)[3] should be (tensor([3.]), tensor([9.])), got {(x, y)}"
+    assert x.dtype == y.dtype == torch.float32, \
+        f"SquaresDataset returns {x.dtype} tensors: build them from float(i) so that a model can take them as input"
 
     assert isinstance(squares_loader, DataLoader), "squares_loader should be a torch.utils.data.DataLoader"
     assert len(squares_loader.dataset) == 103, "squares_loader should load SquaresDataset(103)"
@@ -133,7 +140,13 @@ def check_exercise_A_5(restored_model, checkpoint_path, original_model):
     require(checkpoint_path, "checkpoint_path")
     path = Path(checkpoint_path)
     assert path.is_file(), f"there is no file at {checkpoint_path!r}: save the state dict there with torch.save"
-    saved = torch.load(path, weights_only=True)
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as error:
+        raise AssertionError(
+            f"torch.load({checkpoint_path!r}, weights_only=True) cannot read the file ({type(error).__name__}): "
+            "save original_model.state_dict(), which holds only tensors; the safe loader refuses a pickled model "
+            "object") from None
     original = original_model.state_dict()
     assert isinstance(saved, dict) and saved.keys() == original.keys(), \
         "the file should hold original_model.state_dict(), not the model object or something else"

@@ -25,7 +25,8 @@ def check_exercise_3_1(sa_v2, sa_v1, inputs):
         layer, matrix = getattr(sa_v2, name), getattr(sa_v1, name)
         assert layer.bias is None, f"sa_v2.{name} has a bias, but SelfAttentionV1 has none: use qkv_bias=False"
         assert layer.weight.shape == matrix.T.shape, \
-            f"sa_v2.{name}.weight has shape {tuple(layer.weight.shape)}; which d_in and d_out does sa_v1 use?"
+            (f"sa_v2.{name}.weight has shape {tuple(layer.weight.shape)}, but nn.Linear stores a (d_out, d_in) "
+             f"matrix: with sa_v1's d_in and d_out that is {tuple(matrix.T.shape)}")
         if torch.allclose(layer.weight.flatten(), matrix.flatten()) and not torch.allclose(layer.weight, matrix.T):
             raise AssertionError(f"sa_v2.{name} holds sa_v1's numbers in the wrong arrangement: nn.Linear stores "
                                  "(d_out, d_in) and computes x @ weight.T")
@@ -40,8 +41,12 @@ def check_exercise_3_2(mha_2d, batch):
     assert isinstance(mha_2d, MultiHeadAttentionWrapper), \
         f"`mha_2d` should be a MultiHeadAttentionWrapper, not {type(mha_2d).__name__}"
     assert len(mha_2d.heads) == 2, f"use two heads (you have {len(mha_2d.heads)})"
-    d_in = batch.shape[-1]
+    d_in, num_tokens = batch.shape[-1], batch.shape[1]
     assert mha_2d.heads[0].W_query.in_features == d_in, f"the inputs have {d_in} features: set d_in accordingly"
+    assert mha_2d.heads[0].mask.shape == (num_tokens, num_tokens), \
+        f"the batch has {num_tokens} tokens: use context_length={num_tokens}"
+    assert mha_2d.heads[0].dropout.p == 0.0, \
+        f"the task asks for no dropout, but the heads drop attention weights with p={mha_2d.heads[0].dropout.p}"
     out = mha_2d(batch)
     expected = (*batch.shape[:2], 2)
     assert out.shape == expected, \
@@ -61,11 +66,15 @@ def check_exercise_3_3(gpt2_attention, gpt2_attention_params):
     assert gpt2_attention.num_heads == 12, f"GPT-2 small has 12 heads (you have {gpt2_attention.num_heads})"
     assert gpt2_attention.mask.shape == (1024, 1024), "GPT-2 handles a context of 1024 tokens"
     assert gpt2_attention.W_query.bias is None, "this exercise asks for query/key/value layers without bias"
+    assert gpt2_attention.dropout.p == 0.1, \
+        f"GPT-2 small drops attention weights with p=0.1 during training (your layer uses {gpt2_attention.dropout.p})"
     d = 768
     expected = 3 * d * d + d * d + d  # Q, K, V weights + output projection weights and bias
+    assert gpt2_attention_params != expected + gpt2_attention.mask.numel(), \
+        "you counted the causal mask too: it is a buffer, not a parameter; count only what parameters() yields"
     assert gpt2_attention_params == expected, \
         f"{gpt2_attention_params!r} is not the number of trainable numbers in the module: sum p.numel() over " \
-        "its parameters (the mask buffer is not a parameter)"
+        "its parameters(), or count the four projection matrices and the output projection's bias"
     print(f"Correct: a GPT-2-sized attention layer has {expected:,} parameters.")
 
 

@@ -5,13 +5,16 @@ raises AssertionError with a hint (never the answer) when it is wrong or still m
 """
 
 import math
+from pathlib import Path
 
 import tiktoken
 import torch
+from safetensors import safe_open
 
-from gpt_download import load_gpt2
 from pretraining import create_train_val_loaders, load_checkpoint
-from previous_chapters import generate_greedy, load_verdict
+from previous_chapters import GPTModel, generate_greedy, load_verdict
+
+PROMPT = "Every effort moves you"
 
 
 def _require(answer, name):
@@ -36,6 +39,12 @@ def check_exercise_5_1(toy_logits, probas_cold, probas_hot, silent_draws_hot):
     assert abs(silent_draws_hot - 1000 * p) <= spread, \
         ("`silent_draws_hot` is far from what sampling 1,000 times at temperature 3.0 gives: sample from "
          "`probas_hot` with torch.multinomial (with replacement) and count token 0")
+    # The same draws again, from a generator of their own, so that the learner's random state stays untouched.
+    seeded = torch.Generator().manual_seed(123)
+    draws = torch.multinomial(torch.as_tensor(probas_hot).detach().cpu(), 1000, replacement=True, generator=seeded)
+    assert silent_draws_hot == int((draws == 0).sum()), \
+        ("`silent_draws_hot` is a plausible count, but not the one seed 123 gives: call torch.manual_seed(123) "
+         "right before drawing all 1,000 samples with one torch.multinomial call")
     print("Correct: a higher temperature moves probability from the favourite to the other words.")
 
 
@@ -59,57 +68,93 @@ def check_exercise_5_3(checkpoint_path, resumed_model, resumed_optimizer, train_
     saved = torch.load(checkpoint_path, weights_only=True)
     saved_steps = int(next(iter(saved["optimizer"]["state"].values()))["step"])
     steps = [int(s["step"]) for s in resumed_optimizer.state_dict()["state"].values()]
-    assert steps, "`resumed_optimizer` has taken no step yet: train one epoch with it"
+    assert steps, ("`resumed_optimizer` holds no state: load the checkpoint's optimizer state into it, then train "
+                   "one epoch with it")
+    optimized = {id(p) for group in resumed_optimizer.param_groups for p in group["params"]}
+    assert all(id(p) in optimized for p in resumed_model.parameters()), \
+        "`resumed_optimizer` does not optimize the parameters of `resumed_model`: create it for the new model"
+    checkpoint = {name: value.detach() for name, value in load_checkpoint(checkpoint_path).named_parameters()}
+    resumed = {name: value.detach().cpu() for name, value in resumed_model.named_parameters()}
+    assert resumed.keys() == checkpoint.keys() and all(resumed[n].shape == v.shape for n, v in checkpoint.items()), \
+        "`resumed_model` should be a GPTModel with the checkpoint's configuration (SMALL_CONFIG)"
+    change = math.sqrt(sum((resumed[name] - value).square().sum().item() for name, value in checkpoint.items()))
+    size = math.sqrt(sum(value.square().sum().item() for value in checkpoint.values()))
+    assert change > 0, "`resumed_model` still has the checkpoint's weights: train it for one epoch"
+    # One epoch at a small learning rate moves the weights by well under 1% of their size; a model that did not
+    # start from the checkpoint's weights differs from them by about their whole size.
+    assert change < 0.1 * size, \
+        ("`resumed_model` is far from the checkpoint's weights: it did not start from them. Load the checkpoint "
+         "into the new model before training")
     assert steps[0] != len(train_loader), \
         ("`resumed_optimizer` counts only this epoch's steps: it started from scratch. Load the optimizer state "
          "from the checkpoint too")
     assert steps[0] == saved_steps + len(train_loader), \
         f"`resumed_optimizer` should have taken the checkpoint's steps plus exactly one epoch ({len(train_loader)})"
-    before = load_checkpoint(checkpoint_path)
-    changed = any(not torch.equal(a, b.to(a.device)) for a, b in zip(before.state_dict().values(),
-                                                                      resumed_model.state_dict().values()))
-    assert changed, "`resumed_model` still has the checkpoint's weights: did it train?"
-    optimized = {id(p) for group in resumed_optimizer.param_groups for p in group["params"]}
-    assert all(id(p) in optimized for p in resumed_model.parameters()), \
-        "`resumed_optimizer` does not optimize the parameters of `resumed_model`"
     print(f"Correct: training continued from step {saved_steps} to step {steps[0]}.")
 
 
-def check_exercise_5_4(gpt2_train_loss, gpt2_val_loss):
+def _assert_gpt2(model, size, name):
+    """Check that ``model`` holds GPT-2 ``size`` as ``load_gpt2(size, source="hf")`` loads it.
+
+    A few tensors are read one at a time from the checkpoint file load_gpt2 downloaded (into gpt2/<size> in the
+    current folder) and compared with the model's: loading a second copy of the model for comparison would double
+    the memory the exercise needs.
+    """
+    assert isinstance(model, GPTModel), \
+        f"`{name}` should be the GPTModel that load_gpt2 returns, not {type(model).__name__}"
+    path = Path("gpt2") / size / "model.safetensors"
+    assert path.is_file(), f"there is no {path.as_posix()}: load the model with load_gpt2({size!r}, source='hf')"
+    with safe_open(path, framework="pt") as checkpoint:
+        for key, tensor in [("wpe.weight", model.pos_emb.weight), ("ln_f.weight", model.final_norm.scale),
+                            ("ln_f.bias", model.final_norm.shift)]:
+            expected = checkpoint.get_tensor(key)
+            assert tensor.shape == expected.shape and torch.equal(tensor.detach().cpu(), expected), \
+                (f"`{name}` does not hold GPT-2 {size}'s weights (its {key} differs from the checkpoint's): load "
+                 f"it with load_gpt2({size!r}, source='hf')")
+
+
+def check_exercise_5_4(gpt2, gpt2_train_loss, gpt2_val_loss):
     """GPT-2 124M's training and validation losses on The Verdict, with the chapter's loaders."""
+    _require(gpt2, "gpt2")
     _require(gpt2_train_loss, "gpt2_train_loss")
     _require(gpt2_val_loss, "gpt2_val_loss")
-    model = load_gpt2("124M", source="hf")
-    torch.manual_seed(123)
-    train_loader, val_loader = create_train_val_loaders(load_verdict(), context_length=256, batch_size=2)
+    _assert_gpt2(gpt2, "124M", "gpt2")
+    device = next(gpt2.parameters()).device
+    with torch.random.fork_rng(devices=[]):  # the learner's random state stays as it was
+        torch.manual_seed(123)
+        train_loader, val_loader = create_train_val_loaders(load_verdict(), context_length=256, batch_size=2)
+        train_batches = list(train_loader)  # the shuffled order is drawn here, right after the seed
 
-    def mean_negative_log_likelihood(loader):  # independent of batch_loss: log-softmax written out
+    def mean_negative_log_likelihood(batches):  # independent of batch_loss: log-softmax written out
         losses = []
         with torch.no_grad():
-            for inputs, targets in loader:
-                logits = model(inputs).double()
+            for inputs, targets in batches:
+                logits = gpt2(inputs.to(device))
                 log_probs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
-                losses.append(-log_probs.gather(-1, targets.unsqueeze(-1)).mean().item())
+                losses.append(-log_probs.gather(-1, targets.to(device).unsqueeze(-1)).mean().item())
         return sum(losses) / len(losses)
 
-    for answer, name, loader in [(gpt2_train_loss, "gpt2_train_loss", train_loader),
-                                 (gpt2_val_loss, "gpt2_val_loss", val_loader)]:
-        assert abs(float(answer) - mean_negative_log_likelihood(loader)) < 1e-3, \
+    for answer, name, batches in [(gpt2_train_loss, "gpt2_train_loss", train_batches),
+                                  (gpt2_val_loss, "gpt2_val_loss", val_loader)]:
+        assert abs(float(answer) - mean_negative_log_likelihood(batches)) < 1e-3, \
             (f"`{name}` does not match: use loader_loss on all batches of the chapter's loaders (context 256, "
-             "batch 2) with the GPT-2 124M model")
+             "batch 2, created right after torch.manual_seed(123)) with the GPT-2 124M model")
     print("Correct: these are GPT-2 124M's losses on The Verdict.")
 
 
-def check_exercise_5_5(model_size, medium_text):
-    """Greedy text of a larger GPT-2 size."""
+def check_exercise_5_5(model_size, medium, medium_text):
+    """Greedy text of a larger GPT-2 size, written by the learner's own model ``medium``."""
     _require(model_size, "model_size")
+    _require(medium, "medium")
     _require(medium_text, "medium_text")
     assert model_size in ("355M", "774M", "1558M"), "`model_size` should name one of the larger GPT-2 sizes"
+    _assert_gpt2(medium, model_size, "medium")
+    assert isinstance(medium_text, str) and medium_text.startswith(PROMPT), \
+        f"`medium_text` should be the decoded output of generate, which begins with the prompt {PROMPT!r}"
     tokenizer = tiktoken.get_encoding("gpt2")
-    model = load_gpt2(model_size, source="hf")
-    prompt = torch.tensor([tokenizer.encode("Every effort moves you")])
-    expected = tokenizer.decode(generate_greedy(model, prompt, 20, model.cfg.context_length)[0].tolist())
+    prompt = torch.tensor([tokenizer.encode(PROMPT)], device=next(medium.parameters()).device)
+    expected = tokenizer.decode(generate_greedy(medium, prompt, 20, medium.cfg.context_length)[0].tolist())
     assert medium_text == expected, \
-        (f"`medium_text` is not GPT-2 {model_size}'s greedy continuation of 'Every effort moves you' with 20 new "
-         "tokens (decoded including the prompt)")
-    print(f"Correct: GPT-2 {model_size} ({sum(p.numel() for p in model.parameters()):,} parameters) wrote it.")
+        (f"`medium_text` is not GPT-2 {model_size}'s greedy continuation of {PROMPT!r} with 20 new tokens: "
+         "use temperature 0 (the default of generate) and max_new_tokens=20")
+    print(f"Correct: GPT-2 {model_size} ({sum(p.numel() for p in medium.parameters()):,} parameters) wrote it.")

@@ -4,7 +4,8 @@ A folder's ``exercises.ipynb`` is the student template: answer cells left blank 
 line is ``# CHECK``. Its ``exercise-solutions.ipynb`` has the same check cells, in the same order, with the
 answers filled in (nbval runs it like every other notebook, so a failing check there fails the suite).
 Here we prove the checks can fail: executing the blank template must make every check cell raise
-``AssertionError``.
+``AssertionError``. tests/test_exercise_checks.py goes further: every check must reject plausible wrong answers with
+its hint and accept a correct one.
 """
 
 from pathlib import Path
