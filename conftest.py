@@ -2,7 +2,7 @@
 
 The real GPT-2 weights cannot be downloaded on the machines this course is tested on, yet chapter 5 onwards load
 them with ``load_gpt2``, and nbval runs those notebooks. So when the collected tests include a folder that loads
-GPT-2 (one holding ``gpt_download.py``), this file writes small synthetic checkpoints of all four sizes, in
+GPT-2 (one holding ``gpt_download.py``) or a test marked ``synthetic_gpt2``, this file writes small synthetic checkpoints of all four sizes, in
 OpenAI's and Hugging Face's exact formats and at their canonical mirror paths (``ch05/synthetic_gpt2.py``), into a
 temporary folder that is deleted when pytest ends. Other runs (``python -m pytest ch02/``) skip this.
 
@@ -59,8 +59,12 @@ def stand_in_checkpoints(root=ROOT):
     return found
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "synthetic_gpt2: the test loads GPT-2 weights (synthetic stand-ins here)")
+
+
 def pytest_collection_modifyitems(session, config, items):
-    if not any(loads_gpt2(item.path) for item in items):
+    if not any(loads_gpt2(item.path) or item.get_closest_marker("synthetic_gpt2") for item in items):
         return
     scratch = tempfile.mkdtemp(prefix="llm-course-synthetic-gpt2-")
     config.add_cleanup(lambda: shutil.rmtree(scratch, ignore_errors=True))

@@ -11,6 +11,7 @@ import tiktoken
 import torch
 from safetensors import safe_open
 
+from gpt_download import default_models_dir
 from pretraining import create_train_val_loaders, load_checkpoint
 from previous_chapters import GPTModel, generate_greedy, load_verdict
 
@@ -96,13 +97,13 @@ def check_exercise_5_3(checkpoint_path, resumed_model, resumed_optimizer, train_
 def _assert_gpt2(model, size, name):
     """Check that ``model`` holds GPT-2 ``size`` as ``load_gpt2(size, source="hf")`` loads it.
 
-    A few tensors are read one at a time from the checkpoint file load_gpt2 downloaded (into gpt2/<size> in the
-    current folder) and compared with the model's: loading a second copy of the model for comparison would double
-    the memory the exercise needs.
+    A few tensors are read one at a time from the checkpoint file load_gpt2 downloaded (into gpt2/<size>, or under
+    $LLM_COURSE_GPT2_DIR) and compared with the model's: loading a second copy of the model for comparison would
+    double the memory the exercise needs.
     """
     assert isinstance(model, GPTModel), \
         f"`{name}` should be the GPTModel that load_gpt2 returns, not {type(model).__name__}"
-    path = Path("gpt2") / size / "model.safetensors"
+    path = default_models_dir() / size / "model.safetensors"
     assert path.is_file(), f"there is no {path.as_posix()}: load the model with load_gpt2({size!r}, source='hf')"
     with safe_open(path, framework="pt") as checkpoint:
         for key, tensor in [("wpe.weight", model.pos_emb.weight), ("ln_f.weight", model.final_norm.scale),

@@ -30,6 +30,8 @@ import tiktoken
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+pytestmark = pytest.mark.synthetic_gpt2  # the chapter 5 checks load GPT-2 (the root conftest's stand-ins)
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_FILES = sorted(p for p in ROOT.rglob("exercise_checks.py") if ".ipynb_checkpoints" not in p.parts)
 
@@ -383,7 +385,7 @@ def ch05_53(load_model=True, load_optimizer=True, epochs=1, optimizer="new"):
 
 @cache
 def stand_in_gpt2(size):
-    """GPT-2 as load_gpt2 gives it; here the root conftest's synthetic stand-in, copied into gpt2/<size>."""
+    """GPT-2 as load_gpt2 gives it; here the root conftest's synthetic stand-in."""
     return gpt_download.load_gpt2(size, source="hf")
 
 
@@ -613,6 +615,7 @@ CORRECT_ANSWERS = {
 def scratch_folder(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path_factory.mktemp("exercise-checks"))
+        patch.setenv("LLM_COURSE_GPT2_DIR", "gpt2")  # downloads go to gpt2/<size> in the scratch folder
         yield
 
 
