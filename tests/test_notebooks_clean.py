@@ -7,12 +7,12 @@ and a missing package-versions cell.
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted(p for p in ROOT.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+from course_files import ROOT, course_files
+
+NOTEBOOKS = course_files("*.ipynb")
 HOT_LINKED_IMAGE = re.compile(r"<img[^>]+src=[\"']https?://|!\[[^\]]*\]\(https?://")
 LOCAL_PATH = re.compile(r"/work/|/tmp/[\w.-]+/|/root/|/home/\w+/|[A-Z]:\\\\Users")
 
