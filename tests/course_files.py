@@ -33,5 +33,8 @@ def course_files(pattern, root=ROOT):
 
 def in_course_folder(path, root=ROOT):
     """True for files inside a course folder (a chapter, appendix-A, setup, or a folder below one of those)."""
-    parts = path.relative_to(root).parts
-    return len(parts) > 1 and parts[0] not in NOT_COURSE_FOLDERS
+    if not Path(path).is_relative_to(root):
+        return False
+    parts = Path(path).relative_to(root).parts
+    return (len(parts) > 1 and parts[0] not in NOT_COURSE_FOLDERS
+            and not any(is_skipped(root.joinpath(*parts[:i])) for i in range(1, len(parts))))

@@ -24,3 +24,7 @@ def test_tests_and_tools_are_not_course_folders(tmp_path):
     assert not in_course_folder(tmp_path / "conftest.py", tmp_path)
     assert not in_course_folder(tmp_path / "tests" / "course_files.py", tmp_path)
     assert not in_course_folder(tmp_path / "tools" / "execute_notebook.py", tmp_path)
+    (tmp_path / "ch01" / ".venv").mkdir(parents=True)
+    (tmp_path / "ch01" / ".venv" / "pyvenv.cfg").write_text("")
+    assert not in_course_folder(tmp_path / "ch01" / ".venv" / "lib" / "torch.py", tmp_path)
+    assert not in_course_folder(tmp_path.parent / "elsewhere.py", tmp_path)
