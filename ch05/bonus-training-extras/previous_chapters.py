@@ -11,7 +11,7 @@ import tiktoken
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from download import download
 
