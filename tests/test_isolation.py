@@ -99,9 +99,11 @@ NOTEBOOK_FOLDERS = sorted({nb.parent for nb in course_files("*.ipynb")
 @pytest.mark.parametrize("folder", NOTEBOOK_FOLDERS, ids=[str(f.relative_to(ROOT)) for f in NOTEBOOK_FOLDERS])
 def test_notebook_kernels_import_their_folders_modules(folder):
     names = sorted(p.stem for p in folder.glob("*.py") if p.name != "conftest.py")
-    code = f"import importlib.util\nprint({{name: importlib.util.find_spec(name).origin for name in {names!r}}})"
+    code = (f"import importlib.util\n"
+            f"print({{name: getattr(importlib.util.find_spec(name), 'origin', None) for name in {names!r}}})")
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
     origins = ast.literal_eval(notebook.cells[0].outputs[0].text)
-    foreign = {name: origin for name, origin in origins.items() if Path(origin).resolve().parent != folder}
+    foreign = {name: origin for name, origin in origins.items()
+               if origin is None or Path(origin).resolve().parent != folder}
     assert not foreign, f"a notebook kernel in {folder.relative_to(ROOT)} imports modules of another folder: {foreign}"
