@@ -201,8 +201,8 @@ def test_copies_and_pairs_are_found_without_a_list(tmp_path):
     write(tmp_path / "ch01" / "text.py", "def tokenize(s):\n    return s.split()\n\n\ndef count(s):\n    return 0\n")
     write(tmp_path / "ch01" / "ch01.ipynb", notebook("def tokenize(s):\n    return s.split()\n"))
     write(tmp_path / "ch01" / "exercise-solutions.ipynb", notebook("def count(s):\n    return 1\n"))
-    copy = write(tmp_path / "ch02" / COPY_FILE,
-                 "def tokenize(s):\n    return s.split(' ')\n\n\ndef count(s):\n    return 0\n\n\ndef extra():\n    pass\n")
+    copy = write(tmp_path / "ch02" / COPY_FILE, "def tokenize(s):\n    return s.split(' ')\n\n\n"
+                 "def count(s):\n    return 0\n\n\ndef extra():\n    pass\n")
     write(tmp_path / "ch02" / "model.py", "from previous_chapters import tokenize\n")
     write(tmp_path / "ch02" / "ch02.ipynb", notebook("import previous_chapters\nprevious_chapters.count('')\n"))
     write(tmp_path / "ch03" / "helpers.py", "def count(s):\n    return 0\n")

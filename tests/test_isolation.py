@@ -102,7 +102,8 @@ def test_notebook_kernels_import_their_folders_modules(folder):
     code = (f"import importlib.util\n"
             f"print({{name: getattr(importlib.util.find_spec(name), 'origin', None) for name in {names!r}}})")
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(folder)}}).execute()
     origins = ast.literal_eval(notebook.cells[0].outputs[0].text)
     foreign = {name: origin for name, origin in origins.items()
                if origin is None or Path(origin).resolve().parent != folder}
