@@ -16,7 +16,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from previous_chapters import GPTConfig, GPTModel, create_dataloader, generate_greedy
 

@@ -4,7 +4,7 @@ A test keeps every definition here identical to its source in ch02/text_data.py,
 ch04/gpt.py.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import tiktoken
 import torch
@@ -111,14 +111,6 @@ class GPTConfig:
 
 
 GPT_CONFIG_124M = GPTConfig()
-
-
-GPT2_SIZES = {
-    "gpt2-small (124M)": GPT_CONFIG_124M,
-    "gpt2-medium (355M)": replace(GPT_CONFIG_124M, emb_dim=1024, n_layers=24, n_heads=16),
-    "gpt2-large (774M)": replace(GPT_CONFIG_124M, emb_dim=1280, n_layers=36, n_heads=20),
-    "gpt2-xl (1558M)": replace(GPT_CONFIG_124M, emb_dim=1600, n_layers=48, n_heads=25),
-}
 
 
 class LayerNorm(nn.Module):

@@ -1,7 +1,7 @@
 """Download course files from their canonical URLs, or from a local mirror when offline.
 
-Every chapter folder carries an identical copy of this file (a test keeps the copies in step), so a chapter
-folder still works after it is copied somewhere else.
+Every course folder that downloads something carries an identical copy of this file (a test keeps the copies in
+step), so such a folder still works after it is copied somewhere else.
 
 A *mirror* is a folder laid out by URL: the file for ``https://HOST/PATH`` lives at ``ROOT/HOST/PATH``.
 Mirror roots are read from the environment variable ``LLM_COURSE_MIRROR`` (several roots separated by

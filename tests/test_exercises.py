@@ -8,14 +8,13 @@ Here we prove the checks can fail: executing the blank template must make every 
 its hint and accept a correct one.
 """
 
-from pathlib import Path
-
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-ROOT = Path(__file__).resolve().parents[1]
-TEMPLATES = sorted(p for p in ROOT.rglob("exercises.ipynb") if ".ipynb_checkpoints" not in p.parts)
+from course_files import ROOT, course_files
+
+TEMPLATES = course_files("exercises.ipynb")
 CHECK_MARK = "# CHECK"
 
 

@@ -10,15 +10,16 @@ Each notebook runs top to bottom in a fresh kernel, in its own folder, with:
 * afterwards, the outputs of every cell tagged ``stand-in`` (in the cell's metadata) are removed: their output
   would come from the synthetic weights, which the course never commits. A cell whose output mentions
   "stand-in" without that tag stops the tool, so no such output is written by accident;
-* carriage returns in text output collapsed as a terminal would show them (a finished progress bar, not every
-  intermediate state).
+* Jupyter widget state dropped from the notebook's metadata (GitHub cannot draw widgets; the course's progress
+  bars are plain text);
+* text output tidied as Jupyter shows it: consecutive pieces of one stream joined, carriage returns collapsed as a
+  terminal would (a progress bar's last state, not every intermediate one), and pieces left blank dropped.
 
 The notebook file is replaced only after a successful run.
 """
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,8 @@ def course_environment(scratch):
         mirrors = [str(shared)]
     synthetic = Path(scratch, "synthetic-mirror")
     subprocess.run([sys.executable, str(ROOT / "ch05" / "synthetic_gpt2.py"), "--mirror", str(synthetic)],
-                   check=True, cwd=ROOT / "ch05", stdout=subprocess.DEVNULL)
+                   check=True, cwd=ROOT / "ch05", env={**os.environ, "LLM_COURSE_MIRROR": os.pathsep.join(mirrors)},
+                   stdout=subprocess.DEVNULL)
     env = {"LLM_COURSE_MIRROR": os.pathsep.join([*mirrors, str(synthetic)]),
            "TIKTOKEN_CACHE_DIR": str(Path(scratch, "tiktoken-cache")),
            "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -50,11 +52,30 @@ def course_environment(scratch):
 
 
 def collapse_carriage_returns(text):
-    """What a terminal shows: on each line, only the text after its last carriage return."""
-    return "\n".join(re.sub(r"^.*\r(?=.)", "", line) for line in text.split("\n"))
+    """What a terminal shows: on each line, only the last text written after a carriage return."""
+    return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
+def join_streams(outputs):
+    """Consecutive outputs of one stream joined into one, carriage returns collapsed, blank ones dropped.
+
+    The kernel sends every write to stdout/stderr as its own output; a plain-text progress bar makes hundreds.
+    """
+    joined = []
+    for output in outputs:
+        if (output.output_type == "stream" and joined and joined[-1].output_type == "stream"
+                and joined[-1].name == output.name):
+            joined[-1].text += output.text
+        else:
+            joined.append(output)
+    for output in joined:
+        if output.output_type == "stream":
+            output.text = collapse_carriage_returns(output.text)
+    return [o for o in joined if o.output_type != "stream" or o.text.strip()]
 
 
 def tidy_outputs(notebook, path):
+    notebook.metadata.pop("widgets", None)  # state of Jupyter widgets; the course's progress bars are plain text
     for i, cell in enumerate(notebook.cells):
         if cell.cell_type != "code":
             continue
@@ -65,8 +86,7 @@ def tidy_outputs(notebook, path):
             if "stand-in" in str(output).lower():
                 raise SystemExit(f"{path} cell {i}: output mentions stand-in weights but the cell is not tagged "
                                  f"'{STAND_IN_TAG}'; tag it (and the cells that use its result)")
-            if output.output_type == "stream":
-                output.text = collapse_carriage_returns(output.text)
+        cell.outputs = join_streams(cell.outputs)
 
 
 def execute(path, env):

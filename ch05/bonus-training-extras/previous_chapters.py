@@ -1,9 +1,7 @@
 """Code from earlier chapters that this bonus folder builds on (copied so the folder works on its own).
 
 A test keeps every definition here identical to its source in ch02/text_data.py, ch03/attention.py,
-ch04/gpt.py and ch05/pretraining.py. ``load_gpt2_params`` is not used here: it is included so that, when pytest
-collects chapter 5 and this folder in one run (and this folder's modules come first on the import path), this
-file can also serve the chapter 5 modules that import it.
+ch04/gpt.py and ch05/pretraining.py.
 """
 
 import time
@@ -13,7 +11,7 @@ import tiktoken
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from download import download
 
@@ -114,9 +112,6 @@ class GPTConfig:
     tie_embeddings: bool = False
 
 
-GPT_CONFIG_124M = GPTConfig()
-
-
 class LayerNorm(nn.Module):
     """Normalise each token's vector to zero mean and unit variance, then apply a learned scale and shift."""
 
@@ -208,72 +203,6 @@ def generate_greedy(model, token_ids, max_new_tokens, context_length):
         next_id = torch.argmax(logits, dim=-1, keepdim=True)  # (batch, 1)
         token_ids = torch.cat([token_ids, next_id], dim=1)
     return token_ids
-
-
-def load_gpt2_params(model, params):
-    """Copy GPT-2 weights named as in Hugging Face's GPT-2 (``h.0.attn.c_attn.weight``, ...) into ``model``.
-
-    ``params`` maps names to tensors or arrays; a leading ``transformer.`` is ignored. GPT-2 stores its linear
-    layers as (in, out) matrices and fuses the query, key and value projections into one ``c_attn``; here they
-    are split and transposed into the model's separate (out, in) ``nn.Linear`` weights. Every tensor is checked
-    before any is copied: a missing or misshapen one raises an error naming it and leaves the model unchanged.
-    """
-    params = {name.removeprefix("transformer."): torch.as_tensor(value) for name, value in params.items()}
-    cfg = model.cfg
-    d = cfg.emb_dim
-    copies = []  # (model parameter, new value), applied once everything has been checked
-
-    def take(name, shape):
-        if name not in params:
-            raise KeyError(f"GPT-2 weights: tensor '{name}' is missing")
-        tensor = params[name]
-        if tuple(tensor.shape) != shape:
-            raise ValueError(f"GPT-2 weights: tensor '{name}' has shape {tuple(tensor.shape)}, "
-                             f"the model (emb_dim={d}, vocab_size={cfg.vocab_size}, "
-                             f"context_length={cfg.context_length}) expects {shape}")
-        return tensor
-
-    n_checkpoint_layers = len({name.split(".")[1] for name in params if name.startswith("h.")})
-    if n_checkpoint_layers != cfg.n_layers:
-        raise ValueError(f"GPT-2 weights have {n_checkpoint_layers} blocks, the model has {cfg.n_layers}")
-
-    copies.append((model.tok_emb.weight, take("wte.weight", (cfg.vocab_size, d))))
-    copies.append((model.pos_emb.weight, take("wpe.weight", (cfg.context_length, d))))
-    for i, block in enumerate(model.trf_blocks):
-        prefix = f"h.{i}."
-        copies.append((block.norm1.scale, take(prefix + "ln_1.weight", (d,))))
-        copies.append((block.norm1.shift, take(prefix + "ln_1.bias", (d,))))
-        qkv_weight = take(prefix + "attn.c_attn.weight", (d, 3 * d)).split(d, dim=1)
-        qkv_bias = take(prefix + "attn.c_attn.bias", (3 * d,)).split(d)
-        for linear, weight, bias in zip((block.att.W_query, block.att.W_key, block.att.W_value), qkv_weight, qkv_bias):
-            copies.append((linear.weight, weight.T))
-            if linear.bias is not None:
-                copies.append((linear.bias, bias))
-            elif bias.any():
-                raise ValueError(f"GPT-2 weights: '{prefix}attn.c_attn.bias' is non-zero but the model was built "
-                                 "with qkv_bias=False; build it with qkv_bias=True")
-        copies.append((block.att.out_proj.weight, take(prefix + "attn.c_proj.weight", (d, d)).T))
-        copies.append((block.att.out_proj.bias, take(prefix + "attn.c_proj.bias", (d,))))
-        copies.append((block.norm2.scale, take(prefix + "ln_2.weight", (d,))))
-        copies.append((block.norm2.shift, take(prefix + "ln_2.bias", (d,))))
-        copies.append((block.ff.layers[0].weight, take(prefix + "mlp.c_fc.weight", (d, 4 * d)).T))
-        copies.append((block.ff.layers[0].bias, take(prefix + "mlp.c_fc.bias", (4 * d,))))
-        copies.append((block.ff.layers[2].weight, take(prefix + "mlp.c_proj.weight", (4 * d, d)).T))
-        copies.append((block.ff.layers[2].bias, take(prefix + "mlp.c_proj.bias", (d,))))
-    copies.append((model.final_norm.scale, take("ln_f.weight", (d,))))
-    copies.append((model.final_norm.shift, take("ln_f.bias", (d,))))
-    if cfg.tie_embeddings:
-        if "lm_head.weight" in params and not torch.equal(params["lm_head.weight"], params["wte.weight"]):
-            raise ValueError("GPT-2 weights: 'lm_head.weight' differs from 'wte.weight', but the model shares one "
-                             "matrix between them; build it with tie_embeddings=False")
-    else:
-        # GPT-2's checkpoints have no separate head: it is the token-embedding matrix.
-        head = "lm_head.weight" if "lm_head.weight" in params else "wte.weight"
-        copies.append((model.out_head.weight, take(head, (cfg.vocab_size, d))))
-    with torch.no_grad():
-        for parameter, value in copies:
-            parameter.copy_(value)
-    return model
 
 
 def choose_device():
