@@ -3,11 +3,14 @@
 Both models get the same configuration (GPT-2 small with the chapter's context length of 256, query/key/value
 biases and an untied output head, so the parameter sets match one to one), the same starting weights (copied
 from the Hugging Face model with chapter 4's load_gpt2_params), the same batch of 2 x 256 tokens, the same loss
-and the same AdamW optimizer. Their training steps are timed alternately in the same run, so a busy machine
-slows all alike, and the fastest and the median step times are compared::
+and the same AdamW optimizer. After untimed warm-up steps, their training steps take turns in every round
+(A B C A B C ...), so that a change in the machine's load slows all alike. The script prints a header saying
+when, where and how it ran, each model's median step time with its spread (fastest and slowest step), and the
+ratios of the median step times::
 
-    python benchmark_training.py              # 124M, context 256, batch 2
+    python benchmark_training.py              # 124M, context 256, batch 2, 6 rounds
     python benchmark_training.py --steps 3    # quicker, noisier
+    python benchmark_training.py --tiny       # a 2-block model of width 32: a quick run that checks the script
 
 Hugging Face's model runs attention through PyTorch's fused ``scaled_dot_product_attention`` kernel by default
 ("sdpa"); it is also timed with its plain-PyTorch ("eager") attention, which does the same arithmetic as our
@@ -15,17 +18,26 @@ teaching implementation.
 """
 
 import argparse
+import os
+import platform
+import shlex
 import statistics
+import sys
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
 
 import torch
+import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from pretraining import batch_loss
 from previous_chapters import GPT_CONFIG_124M, GPTModel, load_gpt2_params
 
 BENCHMARK_CONFIG = replace(GPT_CONFIG_124M, context_length=256, qkv_bias=True)
+TINY_CONFIG = replace(BENCHMARK_CONFIG, vocab_size=1000, context_length=32, emb_dim=32, n_heads=2, n_layers=2)
 
 
 def hf_model(cfg, attn_implementation):
@@ -50,22 +62,56 @@ class LogitsOnly(torch.nn.Module):
 
 
 def training_step(model, optimizer, inputs, targets):
-    """One optimizer step; returns its wall-clock time in seconds."""
-    start = time.perf_counter()
+    """One optimizer step on one batch."""
+    model.train()
     optimizer.zero_grad()
     batch_loss(inputs, targets, model, "cpu").backward()
     optimizer.step()
-    return time.perf_counter() - start
+
+
+def describe_run(argv, software):
+    """Print when, on which machine and with which command this run happened, for a README to quote verbatim."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown"
+    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"CPU: {cpu}, {os.cpu_count()} cores, load average {load} at the start (publish only from an idle machine)")
+    print(f"software: Python {platform.python_version()}, {software}")
+    print(f"command: {shlex.join(['python', Path(__file__).name, *argv])}")
+
+
+def time_alternately(contenders, repeats):
+    """Run the contenders in turn (A B C A B C ...) for ``repeats`` rounds, so that a change in the machine's load
+    hits all of them alike. Returns each contender's list of wall-clock seconds and its last result."""
+    seconds, results = {name: [] for name in contenders}, {}
+    for _ in range(repeats):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            results[name] = run()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds, results
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per model (default: 6)")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per model, at least 3 (default: 6)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default: 2)")
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2, help="sequences per batch (default: 2)")
+    parser.add_argument("--tiny", action="store_true", help="a 2-block model of width 32 (vocabulary 1000, context 32)")
     args = parser.parse_args(argv)
-    cfg = BENCHMARK_CONFIG
+    if args.steps < 3:
+        parser.error(f"--steps must be at least 3 (a median of fewer steps says little), got {args.steps}")
+    if args.warmup < 0 or args.batch_size < 1:
+        parser.error(f"--warmup must be at least 0 and --batch-size at least 1, got {args.warmup} and "
+                     f"{args.batch_size}")
+    cfg = TINY_CONFIG if args.tiny else BENCHMARK_CONFIG
 
+    describe_run(argv, f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
+                       f"transformers {transformers.__version__}")
     torch.manual_seed(123)
     hf_sdpa = hf_model(cfg, "sdpa")
     hf_eager = hf_model(cfg, "eager")
@@ -77,7 +123,7 @@ def main(argv=None):
     targets = torch.randint(0, cfg.vocab_size, (args.batch_size, cfg.context_length))
     print(f"configuration: {cfg}")
     print(f"batch {args.batch_size} x {cfg.context_length} tokens, AdamW(lr=4e-4, weight_decay=0.1), "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+          f"{args.warmup} untimed steps, then the median of {args.steps} rounds")
     for name, model in contenders.items():
         with torch.no_grad():
             model.eval()
@@ -87,23 +133,18 @@ def main(argv=None):
 
     optimizers = {name: torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
                   for name, model in contenders.items()}
-    times = {name: [] for name in contenders}
-    for step in range(args.warmup + args.steps):
-        for name, model in contenders.items():  # alternate, so that load on the machine hits all alike
-            model.train()
-            seconds = training_step(model, optimizers[name], inputs, targets)
-            if step >= args.warmup:
-                times[name].append(seconds)
+    steps = {name: partial(training_step, model, optimizers[name], inputs, targets)
+             for name, model in contenders.items()}
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    seconds, _ = time_alternately(steps, args.steps)
 
-    for name, t in times.items():
-        print(f"{name:9} fastest step {min(t):6.2f} s, median {statistics.median(t):6.2f} s   "
-              f"(all: {', '.join(f'{s:.2f}' for s in t)})")
-    # Other work on the machine only ever adds time, so the fastest step is the best estimate of the model's own
-    # cost; the median is shown too.
+    median = {name: statistics.median(runs) for name, runs in seconds.items()}
+    for name, runs in seconds.items():
+        print(f"{name:9} median step {median[name]:7.3f} s   (fastest-slowest {min(runs):.3f}-{max(runs):.3f} s)")
     for reference in ("hf-sdpa", "hf-eager"):
-        fastest = min(times["course"]) / min(times[reference])
-        median = statistics.median(times["course"]) / statistics.median(times[reference])
-        print(f"course GPTModel / {reference}: {fastest:.2f}x step time (fastest steps), {median:.2f}x (medians)")
+        print(f"ratio of median times, course / {reference}: {median['course'] / median[reference]:.2f}")
 
 
 if __name__ == "__main__":

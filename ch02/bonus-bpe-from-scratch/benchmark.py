@@ -1,15 +1,24 @@
 """Encoding speed of the from-scratch GPT-2 tokenizer next to tiktoken, on the same text in the same run.
 
-    python benchmark.py [--repeat N]
+    python benchmark.py                # The Verdict + the instruction data file (about 224 kB), 5 rounds
+    python benchmark.py --tiny         # The Verdict only (20 kB): a run of a few seconds that checks the script
 
-The text is The Verdict followed by the instruction data file (about 224 kB). The from-scratch tokenizer is timed
-twice: on its first pass, when every distinct pre-token still has to be merged byte by byte, and on later passes,
-when its cache answers the words it has seen. tiktoken (Rust) is timed on single-threaded ``encode``.
-Each figure is the best of ``--repeat`` runs. Offline, tiktoken needs TIKTOKEN_CACHE_DIR (see README.md).
+Three contenders take turns in every round: the from-scratch tokenizer on a first pass (its cache of merged
+pre-tokens emptied, so every distinct pre-token is merged byte by byte), the same tokenizer on a repeated pass
+(its cache answers the words it has seen), and tiktoken's single-threaded ``encode`` (Rust). The script prints
+the median time of each, the spread (fastest and slowest round), and time ratios computed from the medians.
+The header says when, where and how it ran. Offline, tiktoken needs TIKTOKEN_CACHE_DIR (see README.md).
 """
 
 import argparse
+import os
+import platform
+import shlex
+import statistics
+import sys
 import time
+from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
 
 import tiktoken
@@ -19,46 +28,72 @@ from bpe import load_gpt2_tokenizer, sample_text
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def best_time(function, repeat):
-    """The shortest of ``repeat`` wall-clock times of ``function()``, in seconds, and its last result."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+def describe_run(argv, software):
+    """Print when, on which machine and with which command this run happened, for a README to quote verbatim."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown"
+    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"CPU: {cpu}, {os.cpu_count()} cores, load average {load} at the start (publish only from an idle machine)")
+    print(f"software: Python {platform.python_version()}, {software}")
+    print(f"command: {shlex.join(['python', Path(__file__).name, *argv])}")
+
+
+def time_alternately(contenders, repeats):
+    """Run the contenders in turn (A B C A B C ...) for ``repeats`` rounds, so that a change in the machine's load
+    hits all of them alike. Returns each contender's list of wall-clock seconds and its last result."""
+    seconds, results = {name: [] for name in contenders}, {}
+    for _ in range(repeats):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            results[name] = run()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds, results
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=5, help="runs per measurement; the best counts (default 5)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds; the median counts (default 5, at least 3)")
+    parser.add_argument("--tiny", action="store_true", help="The Verdict alone instead of both texts")
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error(f"--repeat must be at least 1, got {args.repeat}")
+    if args.repeats < 3:
+        parser.error(f"--repeats must be at least 3 (a median of fewer runs says little), got {args.repeats}")
 
-    text = sample_text("the-verdict.txt", DATA) + sample_text("instruction-data.json", DATA)
+    describe_run(argv, f"tiktoken {version('tiktoken')} (single-threaded encode)")
+    text = sample_text("the-verdict.txt", DATA)
+    if not args.tiny:
+        text += sample_text("instruction-data.json", DATA)
     megabytes = len(text.encode("utf-8")) / 1e6
-    load_seconds, scratch = best_time(lambda: load_gpt2_tokenizer(DATA), 1)
+    start = time.perf_counter()
+    scratch = load_gpt2_tokenizer(DATA)
+    load_seconds = time.perf_counter() - start
     reference = tiktoken.get_encoding("gpt2")
 
     def encode_cold():
         scratch.cache.clear()
         return scratch.encode(text)
 
-    cold_seconds, ids = best_time(encode_cold, args.repeat)
-    warm_seconds, warm_ids = best_time(lambda: scratch.encode(text), args.repeat)
-    reference_seconds, reference_ids = best_time(lambda: reference.encode(text), args.repeat)
-    if not ids == warm_ids == reference_ids:
+    seconds, ids = time_alternately({"from scratch, first pass (cold cache)": encode_cold,
+                                     "from scratch, repeated (warm cache)": lambda: scratch.encode(text),
+                                     "tiktoken": lambda: reference.encode(text)}, args.repeats)
+    if any(token_ids != ids["tiktoken"] for token_ids in ids.values()):
         raise SystemExit("the from-scratch tokenizer and tiktoken disagree on the benchmark text")
+    tokens = len(ids["tiktoken"])
+    median = {name: statistics.median(runs) for name, runs in seconds.items()}
 
-    print(f"text: {megabytes * 1e3:.0f} kB, {len(text):,} characters, {len(ids):,} GPT-2 tokens (ids identical)")
-    print(f"loading GPT-2's files into the from-scratch tokenizer: {load_seconds:.2f} s")
-    print(f"{'encoder':<36}{'seconds':>9}{'MB/s':>9}{'tokens/s':>12}{'vs tiktoken':>13}")
-    for name, seconds in [("from scratch, first pass (cold cache)", cold_seconds),
-                          ("from scratch, repeated (warm cache)", warm_seconds),
-                          ("tiktoken", reference_seconds)]:
-        print(f"{name:<36}{seconds:>9.4f}{megabytes / seconds:>9.2f}{len(ids) / seconds:>12,.0f}"
-              f"{reference_seconds / seconds:>12.3f}x")
+    print(f"text: {megabytes * 1e3:.0f} kB, {len(text):,} characters, {tokens:,} GPT-2 tokens (ids identical)")
+    print(f"loading GPT-2's files into the from-scratch tokenizer (once): {load_seconds:.2f} s")
+    print(f"median of {args.repeats} rounds, fastest-slowest round in brackets")
+    print(f"{'encoder':<38}{'median s':>10}{'(min-max s)':>20}{'MB/s':>8}{'tokens/s':>12}")
+    for name, runs in seconds.items():
+        print(f"{name:<38}{median[name]:>10.4f}{f'({min(runs):.4f}-{max(runs):.4f})':>20}"
+              f"{megabytes / median[name]:>8.2f}{tokens / median[name]:>12,.0f}")
+    for name in list(seconds)[:2]:
+        print(f"ratio of median times, {name} / tiktoken: {median[name] / median['tiktoken']:.2f}")
 
 
 if __name__ == "__main__":

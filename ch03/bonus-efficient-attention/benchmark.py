@@ -2,17 +2,26 @@
 
     python benchmark.py              # GPT-2 small shapes: batch 8, 1024 tokens, 768 dims, 12 heads
     python benchmark.py --batch 2    # a smaller batch for a slow machine
+    python benchmark.py --tiny       # batch 1, 32 tokens, 48 dims, 4 heads: a run of seconds that checks the script
 
 On the CPU, and on a CUDA GPU when there is one, it measures a forward pass (eval mode, no gradients) and a
 forward plus backward pass (training mode), dropout off. Every implementation gets the chapter layer's weights,
-and the implementations take turns within each repetition, so that changes in machine load hit all of them alike.
-It prints the median times and each one as a ratio to the chapter's MultiHeadAttention (below 1 means faster),
-and saves a bar plot of the ratios (benchmark.png next to this script unless --plot says otherwise).
+and the implementations take turns within each round (A B C ... A B C ...), so that changes in machine load hit
+all of them alike. It prints a header saying when, where and how it ran, then the median time of each
+implementation with its spread (fastest and slowest round) and its ratio to the chapter's MultiHeadAttention,
+computed from the medians (below 1 means faster), and saves a bar plot of those ratios (benchmark.png next to
+this script unless --plot says otherwise).
 """
 
 import argparse
+import os
+import platform
+import shlex
 import statistics
+import sys
 import time
+from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,13 +38,18 @@ def parse_args(argv=None):
     parser.add_argument("--tokens", type=int, default=1024, help="tokens per sequence (default: 1024)")
     parser.add_argument("--emb-dim", type=int, default=768, help="d_in = d_out (default: 768)")
     parser.add_argument("--heads", type=int, default=12, help="attention heads (default: 12)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement; median (default: 5)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds, at least 3 (default: 5)")
+    parser.add_argument("--tiny", action="store_true", help="batch 1, 32 tokens, 48 dims, 4 heads (overrides those)")
     parser.add_argument("--plot", type=Path, default=Path(__file__).with_name("benchmark.png"),
                         help="where to save the bar plot (default: benchmark.png beside this script)")
     args = parser.parse_args(argv)
-    for name in ["batch", "tokens", "emb_dim", "heads", "repeats"]:
+    for name in ["batch", "tokens", "emb_dim", "heads"]:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.repeats < 3:
+        parser.error(f"--repeats must be at least 3 (a median of fewer runs says little), got {args.repeats}")
+    if args.tiny:
+        args.batch, args.tokens, args.emb_dim, args.heads = 1, 32, 48, 4
     return args
 
 
@@ -44,12 +58,9 @@ def devices():
 
 
 def run_pass(layer, x, pass_name):
-    """One timed unit of work; returns its duration in seconds."""
+    """One unit of work to time: a forward pass without gradients, or a forward and a backward pass."""
     layer.train(pass_name == "forward+backward")
     layer.zero_grad(set_to_none=True)
-    if x.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
     if pass_name == "forward":
         with torch.no_grad():
             layer(x)
@@ -57,29 +68,60 @@ def run_pass(layer, x, pass_name):
         layer(x).sum().backward()
     if x.device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+
+
+def describe_run(argv, software):
+    """Print when, on which machine and with which command this run happened, for a README to quote verbatim."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown"
+    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"CPU: {cpu}, {os.cpu_count()} cores, load average {load} at the start (publish only from an idle machine)")
+    print(f"software: Python {platform.python_version()}, {software}")
+    print(f"command: {shlex.join(['python', Path(__file__).name, *argv])}")
+
+
+def time_alternately(contenders, repeats):
+    """Run the contenders in turn (A B C A B C ...) for ``repeats`` rounds, so that a change in the machine's load
+    hits all of them alike. Returns each contender's list of wall-clock seconds and its last result."""
+    seconds, results = {name: [] for name in contenders}, {}
+    for _ in range(repeats):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            results[name] = run()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds, results
 
 
 def measure(layers, x, repeats):
-    """Median seconds for every (pass, implementation), after one untimed warm-up run each."""
+    """Seconds of every round for every (pass, implementation), after one untimed warm-up run each."""
     times = {}
     for pass_name in PASSES:
         for layer in layers.values():
             run_pass(layer, x, pass_name)
-        runs = {name: [] for name in layers}
-        for _ in range(repeats):
-            for name, layer in layers.items():
-                runs[name].append(run_pass(layer, x, pass_name))
-        times.update({(pass_name, name): statistics.median(seconds) for name, seconds in runs.items()})
+        contenders = {name: partial(run_pass, layer, x, pass_name) for name, layer in layers.items()}
+        seconds, _ = time_alternately(contenders, repeats)
+        times.update({(pass_name, name): runs for name, runs in seconds.items()})
     return times
 
 
+def ratio(times, pass_name, name):
+    """Median time of ``name`` over the median time of the reference, for one pass."""
+    return statistics.median(times[pass_name, name]) / statistics.median(times[pass_name, REFERENCE])
+
+
 def print_table(device, times):
-    print(f"\n{device}: median time, and ratio to the {REFERENCE} (< 1 = faster)")
-    print(f"{'implementation':30s}" + "".join(f"{pass_name:>26s}" for pass_name in PASSES))
-    for name in IMPLEMENTATIONS:
-        cells = [f"{times[p, name] * 1000:12.1f} ms {times[p, name] / times[p, REFERENCE]:8.2f}x" for p in PASSES]
-        print(f"{name:30s}" + "".join(f"{cell:>26s}" for cell in cells))
+    for pass_name in PASSES:
+        print(f"\n{device}, {pass_name}: median time (fastest-slowest round), and the ratio of the medians to the "
+              f"{REFERENCE}'s (< 1 = faster)")
+        for name in IMPLEMENTATIONS:
+            runs = [seconds * 1000 for seconds in times[pass_name, name]]
+            spread = f"({min(runs):.1f}-{max(runs):.1f} ms)"
+            print(f"{name:30s}{statistics.median(runs):10.1f} ms {spread:>24s}   "
+                  f"ratio {ratio(times, pass_name, name):.2f}")
 
 
 def plot_ratios(results, title, path):
@@ -88,7 +130,7 @@ def plot_ratios(results, title, path):
     rows = range(len(IMPLEMENTATIONS))
     for ax, (device, times) in zip(axes, results.items()):
         for offset, pass_name in zip([-0.2, 0.2], PASSES):
-            ratios = [times[pass_name, name] / times[pass_name, REFERENCE] for name in IMPLEMENTATIONS]
+            ratios = [ratio(times, pass_name, name) for name in IMPLEMENTATIONS]
             bars = ax.barh([row + offset for row in rows], ratios, height=0.4, label=pass_name)
             ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=8)
         ax.axvline(1.0, color="black", linewidth=0.8)
@@ -103,10 +145,12 @@ def plot_ratios(results, title, path):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    gpu = f", GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    describe_run(argv, f"torch {torch.__version__} with {torch.get_num_threads()} CPU threads{gpu}")
     shape = f"batch {args.batch} x {args.tokens} tokens, d={args.emb_dim}, {args.heads} heads"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {shape}; "
-          f"median of {args.repeats} runs")
+    print(f"{shape}; median of {args.repeats} rounds")
     torch.manual_seed(123)
     reference = MultiHeadAttention(args.emb_dim, args.emb_dim, args.tokens, dropout=0.0, num_heads=args.heads)
     results = {}

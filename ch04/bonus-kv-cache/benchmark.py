@@ -2,19 +2,26 @@
 
 All three run in this process on the same weights: a GPT-2 small-sized GPT2LMHeadModel with random weights
 (nothing is downloaded), copied into the course's GPTModel with load_gpt2_params. Every run generates the same
-number of new tokens from the same prompt and must produce the same tokens. The cached generation and
-transformers are timed ``--repeats`` times in alternating order and the median is reported; the uncached
-generation is much slower and timed once.
+number of new tokens from the same prompt and must produce the same tokens. The three take turns in every round
+(A B C A B C ...), so that a change in the machine's load hits all of them alike. The script prints a header
+saying when, where and how it ran, each method's median speed with its spread (slowest and fastest round), and
+time ratios computed from the medians.
 
-    python benchmark.py                      # 124M configuration, 200 new tokens
-    python benchmark.py --new-tokens 20 --repeats 1 --tiny   # a quick smoke run on a tiny model
+    python benchmark.py                      # 124M configuration, 200 new tokens, 3 rounds
+    python benchmark.py --tiny --new-tokens 5   # a run of seconds on a tiny model that checks the script
 """
 
 import argparse
 import os
+import platform
+import shlex
 import statistics
+import sys
 import time
 import warnings
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
 
 import torch
 from tqdm import TqdmWarning
@@ -23,6 +30,7 @@ from kv_cache import generate_greedy_cached
 from previous_chapters import GPT_CONFIG_124M, GPTConfig, GPTModel, generate_greedy, load_gpt2_params
 
 warnings.filterwarnings("ignore", category=TqdmWarning)  # transformers' optional notebook progress bars
+import transformers  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 TINY = GPTConfig(vocab_size=50257, context_length=256, emb_dim=64, n_heads=4, n_layers=2)
@@ -42,57 +50,76 @@ def build_models(cfg):
     return hf_model, course_model
 
 
-def tokens_per_second(generate, prompt, new_tokens):
-    """Time one generation; return its speed and its tokens."""
-    start = time.perf_counter()
-    output = generate(prompt, new_tokens)
-    return new_tokens / (time.perf_counter() - start), output
+def describe_run(argv, software):
+    """Print when, on which machine and with which command this run happened, for a README to quote verbatim."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown"
+    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"CPU: {cpu}, {os.cpu_count()} cores, load average {load} at the start (publish only from an idle machine)")
+    print(f"software: Python {platform.python_version()}, {software}")
+    print(f"command: {shlex.join(['python', Path(__file__).name, *argv])}")
 
 
-def main():
+def time_alternately(contenders, repeats):
+    """Run the contenders in turn (A B C A B C ...) for ``repeats`` rounds, so that a change in the machine's load
+    hits all of them alike. Returns each contender's list of wall-clock seconds and its last result."""
+    seconds, results = {name: [] for name in contenders}, {}
+    for _ in range(repeats):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            results[name] = run()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds, results
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--new-tokens", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of the cached and transformers generation")
+    parser.add_argument("--new-tokens", type=int, default=200, help="tokens each generation adds (default: 200)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds, at least 3 (default: 3)")
     parser.add_argument("--tiny", action="store_true", help="a 2-block model of width 64 instead of GPT-2 small")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.new_tokens < 1:
+        parser.error(f"--new-tokens must be at least 1, got {args.new_tokens}")
+    if args.repeats < 3:
+        parser.error(f"--repeats must be at least 3 (a median of fewer runs says little), got {args.repeats}")
 
+    describe_run(argv, f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
+                       f"transformers {transformers.__version__}")
     torch.manual_seed(123)
     cfg = TINY if args.tiny else GPT_CONFIG_124M
     hf_model, model = build_models(cfg)
     prompt = torch.randint(0, cfg.vocab_size, (1, 10))
     methods = {
-        "chapter 4, no cache": lambda ids, n: generate_greedy(model, ids, n, cfg.context_length),
-        "chapter 4 + KV cache": lambda ids, n: generate_greedy_cached(model, ids, n, cfg.context_length),
-        "transformers generate": lambda ids, n: hf_model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False, use_cache=True),
+        "chapter 4, no cache": lambda n: generate_greedy(model, prompt, n, cfg.context_length),
+        "chapter 4 + KV cache": lambda n: generate_greedy_cached(model, prompt, n, cfg.context_length),
+        "transformers generate": lambda n: hf_model.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, do_sample=False, use_cache=True),
     }
     print(f"model: {sum(p.numel() for p in model.parameters()):,} parameters, {cfg.n_layers} blocks, "
-          f"width {cfg.emb_dim}; prompt of {prompt.shape[1]} tokens, {args.new_tokens} new tokens")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs, load average before: {os.getloadavg()[0]:.1f}")
+          f"width {cfg.emb_dim}; prompt of {prompt.shape[1]} tokens, {args.new_tokens} new tokens; "
+          f"median of {args.repeats} rounds")
 
-    speeds = {name: [] for name in methods}
-    outputs = {}
     with torch.no_grad():
         for generate in methods.values():  # warm-up
-            generate(prompt, 2)
-        runs = ["chapter 4, no cache"]
-        for repeat in range(args.repeats):
-            pair = ["chapter 4 + KV cache", "transformers generate"]
-            runs += pair if repeat % 2 == 0 else pair[::-1]
-        for name in runs:
-            speed, outputs[name] = tokens_per_second(methods[name], prompt, args.new_tokens)
-            speeds[name].append(speed)
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
+            generate(2)
+        seconds, outputs = time_alternately({name: partial(generate, args.new_tokens)
+                                             for name, generate in methods.items()}, args.repeats)
 
-    median = {name: statistics.median(runs) for name, runs in speeds.items()}
-    for name, runs in speeds.items():
+    median = {name: statistics.median(runs) for name, runs in seconds.items()}
+    for name, runs in seconds.items():
         same = torch.equal(outputs[name], outputs["chapter 4, no cache"])
-        print(f"{name:22} {median[name]:8.2f} tokens/s (median of {', '.join(f'{s:.2f}' for s in runs)})"
-              f"   same tokens as without cache: {same}")
-    print(f"cache speed-up over no cache: {median['chapter 4 + KV cache'] / median['chapter 4, no cache']:.1f}x")
-    print(f"time of chapter 4 + KV cache relative to transformers generate: "
-          f"{median['transformers generate'] / median['chapter 4 + KV cache']:.2f} (below 1.0: faster)")
+        spread = f"({args.new_tokens / max(runs):.2f}-{args.new_tokens / min(runs):.2f})"
+        print(f"{name:22} {args.new_tokens / median[name]:8.2f} tokens/s {spread:>16}   "
+              f"same tokens as without cache: {same}")
+    print(f"ratio of median times, chapter 4, no cache / chapter 4 + KV cache: "
+          f"{median['chapter 4, no cache'] / median['chapter 4 + KV cache']:.2f} (the speed-up of the cache)")
+    print(f"ratio of median times, chapter 4 + KV cache / transformers generate: "
+          f"{median['chapter 4 + KV cache'] / median['transformers generate']:.2f} (below 1: the course's is faster)")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-import benchmark
 from efficient_attention import (IMPLEMENTATIONS, REFERENCE, MultiHeadAttention, TorchMultiheadAttention,
                                  convert_chapter_parameters, from_chapter)
 
@@ -103,13 +102,3 @@ def test_same_number_of_parameters(name, qkv_bias):
     layer, reference = IMPLEMENTATIONS[name](**config), MultiHeadAttention(**config)
     assert sum(p.numel() for p in layer.parameters()) == sum(p.numel() for p in reference.parameters())
 
-
-def test_benchmark_runs_and_draws_its_plot(tmp_path, capsys):
-    plot = tmp_path / "plot.png"
-    benchmark.main(["--batch", "1", "--tokens", "16", "--emb-dim", "24", "--heads", "3", "--repeats", "1",
-                    "--plot", str(plot)])
-    printed = capsys.readouterr().out
-    assert plot.stat().st_size > 0
-    for name in IMPLEMENTATIONS:
-        assert name in printed
-    assert "1.00" in printed  # the reference's own ratio

@@ -1,6 +1,7 @@
 """Generation with the key/value cache computes exactly what chapter 4's model computes without it."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,9 +83,19 @@ def test_batch_mismatch_is_an_error(model):
         forward_with_cache(model, torch.zeros(3, 2, dtype=torch.long), KVCache(CFG, batch_size=1))
 
 
-def test_benchmark_runs():
-    result = subprocess.run([sys.executable, "benchmark.py", "--tiny", "--new-tokens", "5", "--repeats", "1"],
+def test_benchmark_runs_and_prints_its_header_and_ratios_of_medians():
+    result = subprocess.run([sys.executable, "benchmark.py", "--tiny", "--new-tokens", "5"],
                             cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600,
                             env=os.environ)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("same tokens as without cache: True") == 3, result.stdout
+    out = result.stdout
+    assert out.count("same tokens as without cache: True") == 3, out
+    assert re.search(r"^date: \d{4}-\d\d-\d\d \d\d:\d\d UTC$", out, re.M), out
+    assert re.search(r"^CPU: .+, \d+ cores, load average [\d.]+ at the start", out, re.M), out
+    assert re.search(r"^software: Python [\d.]+, torch \S+ with \d+ threads, transformers \S+$", out, re.M), out
+    assert re.search(r"^command: python benchmark.py --tiny --new-tokens 5$", out, re.M), out
+    assert "median of 3 rounds" in out, out
+    for name in ["chapter 4, no cache", "chapter 4 + KV cache", "transformers generate"]:
+        assert re.search(rf"^{re.escape(name)} +[\d.]+ tokens/s +\([\d.]+-[\d.]+\) ", out, re.M), out
+    for pair in ["chapter 4, no cache / chapter 4 + KV cache", "chapter 4 + KV cache / transformers generate"]:
+        assert re.search(rf"^ratio of median times, {re.escape(pair)}: \d+\.\d\d ", out, re.M), out
