@@ -18,21 +18,16 @@ teaching implementation.
 """
 
 import argparse
-import os
-import platform
-import shlex
 import statistics
 import sys
-import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from functools import partial
-from pathlib import Path
 
 import torch
 import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from benchmarking import describe_run, time_alternately
 from pretraining import batch_loss
 from previous_chapters import GPT_CONFIG_124M, GPTModel, load_gpt2_params
 
@@ -69,32 +64,6 @@ def training_step(model, optimizer, inputs, targets):
     optimizer.step()
 
 
-def describe_run(argv, software):
-    """Print when, on which machine and with which command this run happened, for a README to quote verbatim."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
-    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown"
-    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
-    print(f"CPU: {cpu}, {os.cpu_count()} cores, load average {load} at the start (publish only from an idle machine)")
-    print(f"software: Python {platform.python_version()}, {software}")
-    print(f"command: {shlex.join(['python', Path(__file__).name, *argv])}")
-
-
-def time_alternately(contenders, repeats):
-    """Run the contenders in turn (A B C A B C ...) for ``repeats`` rounds, so that a change in the machine's load
-    hits all of them alike. Returns each contender's list of wall-clock seconds and its last result."""
-    seconds, results = {name: [] for name in contenders}, {}
-    for _ in range(repeats):
-        for name, run in contenders.items():
-            start = time.perf_counter()
-            results[name] = run()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds, results
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -110,7 +79,7 @@ def main(argv=None):
                      f"{args.batch_size}")
     cfg = TINY_CONFIG if args.tiny else BENCHMARK_CONFIG
 
-    describe_run(argv, f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
+    describe_run(__file__, argv, f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
                        f"transformers {transformers.__version__}")
     torch.manual_seed(123)
     hf_sdpa = hf_model(cfg, "sdpa")

@@ -3,8 +3,8 @@
 Chapter folders are self-contained, so they carry copies of earlier code. The copies are found by walking the
 course's files (tests/course_files.py skips virtual environments, hidden and build folders) and checked:
 
-* whole files copied unchanged into the folders that need them (``download.py``, ``conftest.py``): each is
-  byte-identical to its source in ``setup/``;
+* whole files copied unchanged into the folders that need them (``download.py``, ``conftest.py``,
+  ``benchmarking.py``): each is byte-identical to its source in ``setup/``;
 * ``previous_chapters.py`` files: each definition is AST-identical to the definition of the same name in a course
   module of another folder (found by name), and is used by its own folder: a copy carries only what its folder
   needs;
@@ -26,6 +26,7 @@ from course_files import ROOT, course_files, in_course_folder
 IDENTICAL_FILES = {
     "download.py": ROOT / "setup" / "download.py",
     "conftest.py": ROOT / "setup" / "conftest.py",
+    "benchmarking.py": ROOT / "setup" / "benchmarking.py",
 }
 COPY_FILE = "previous_chapters.py"
 EXERCISE_NOTEBOOKS = {"exercises.ipynb", "exercise-solutions.ipynb"}

@@ -11,47 +11,18 @@ The header says when, where and how it ran. Offline, tiktoken needs TIKTOKEN_CAC
 """
 
 import argparse
-import os
-import platform
-import shlex
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
 import tiktoken
 
+from benchmarking import describe_run, time_alternately
 from bpe import load_gpt2_tokenizer, sample_text
 
 DATA = Path(__file__).resolve().parent / "data"
-
-
-def describe_run(argv, software):
-    """Print when, on which machine and with which command this run happened, for a README to quote verbatim."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
-    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown"
-    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
-    print(f"CPU: {cpu}, {os.cpu_count()} cores, load average {load} at the start (publish only from an idle machine)")
-    print(f"software: Python {platform.python_version()}, {software}")
-    print(f"command: {shlex.join(['python', Path(__file__).name, *argv])}")
-
-
-def time_alternately(contenders, repeats):
-    """Run the contenders in turn (A B C A B C ...) for ``repeats`` rounds, so that a change in the machine's load
-    hits all of them alike. Returns each contender's list of wall-clock seconds and its last result."""
-    seconds, results = {name: [] for name in contenders}, {}
-    for _ in range(repeats):
-        for name, run in contenders.items():
-            start = time.perf_counter()
-            results[name] = run()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds, results
 
 
 def main(argv=None):
@@ -63,7 +34,7 @@ def main(argv=None):
     if args.repeats < 3:
         parser.error(f"--repeats must be at least 3 (a median of fewer runs says little), got {args.repeats}")
 
-    describe_run(argv, f"tiktoken {version('tiktoken')} (single-threaded encode)")
+    describe_run(__file__, argv, f"tiktoken {version('tiktoken')} (single-threaded encode)")
     text = sample_text("the-verdict.txt", DATA)
     if not args.tiny:
         text += sample_text("instruction-data.json", DATA)

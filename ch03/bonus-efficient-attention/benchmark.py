@@ -14,19 +14,15 @@ this script unless --plot says otherwise).
 """
 
 import argparse
-import os
-import platform
-import shlex
 import statistics
 import sys
-import time
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 
+from benchmarking import describe_run, time_alternately
 from efficient_attention import IMPLEMENTATIONS, REFERENCE, MultiHeadAttention, from_chapter
 
 PASSES = ("forward", "forward+backward")
@@ -68,32 +64,6 @@ def run_pass(layer, x, pass_name):
         layer(x).sum().backward()
     if x.device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def describe_run(argv, software):
-    """Print when, on which machine and with which command this run happened, for a README to quote verbatim."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
-    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "unknown"
-    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
-    print(f"CPU: {cpu}, {os.cpu_count()} cores, load average {load} at the start (publish only from an idle machine)")
-    print(f"software: Python {platform.python_version()}, {software}")
-    print(f"command: {shlex.join(['python', Path(__file__).name, *argv])}")
-
-
-def time_alternately(contenders, repeats):
-    """Run the contenders in turn (A B C A B C ...) for ``repeats`` rounds, so that a change in the machine's load
-    hits all of them alike. Returns each contender's list of wall-clock seconds and its last result."""
-    seconds, results = {name: [] for name in contenders}, {}
-    for _ in range(repeats):
-        for name, run in contenders.items():
-            start = time.perf_counter()
-            results[name] = run()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds, results
 
 
 def measure(layers, x, repeats):
@@ -148,7 +118,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     gpu = f", GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    describe_run(argv, f"torch {torch.__version__} with {torch.get_num_threads()} CPU threads{gpu}")
+    describe_run(__file__, argv, f"torch {torch.__version__} with {torch.get_num_threads()} CPU threads{gpu}")
     shape = f"batch {args.batch} x {args.tokens} tokens, d={args.emb_dim}, {args.heads} heads"
     print(f"{shape}; median of {args.repeats} rounds")
     torch.manual_seed(123)
