@@ -2,9 +2,10 @@
 
 The real GPT-2 weights cannot be downloaded on the machines this course is tested on, yet chapter 5 onwards load
 them with ``load_gpt2``, and nbval runs those notebooks. So when the collected tests include a folder that loads
-GPT-2 (one holding ``gpt_download.py``) or a test marked ``synthetic_gpt2``, this file writes small synthetic checkpoints of all four sizes, in
-OpenAI's and Hugging Face's exact formats and at their canonical mirror paths (``ch05/synthetic_gpt2.py``), into a
-temporary folder that is deleted when pytest ends. Other runs (``python -m pytest ch02/``) skip this.
+GPT-2 (one holding ``gpt_download.py``) or a test marked ``synthetic_gpt2``, this file writes small synthetic
+checkpoints of all four sizes, in OpenAI's and Hugging Face's exact formats and at their canonical mirror paths
+(``ch05/synthetic_gpt2.py``), into a temporary folder that is deleted when pytest ends. Other runs
+(``python -m pytest ch02/``) skip this.
 
 The folder is *appended* to ``LLM_COURSE_MIRROR`` in ``os.environ`` rather than passed to any function, because
 the notebook kernels nbval starts are separate processes that only inherit the environment. Appended, it is

@@ -27,8 +27,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from pytorch_basics import (NUM_CLASSES, NUM_FEATURES, NeuralNetwork, compute_accuracy, make_toy_datasets,
-                            train_one_epoch)
+from pytorch_basics import (
+    NUM_CLASSES,
+    NUM_FEATURES,
+    NeuralNetwork,
+    compute_accuracy,
+    make_toy_datasets,
+    train_one_epoch,
+)
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

@@ -66,7 +66,8 @@ def check_exercise_A_2(grad_W1, grad_w2):
     for name, answer, expected in [("grad_W1", grad_W1, expected_W1), ("grad_w2", grad_w2, expected_w2)]:
         assert isinstance(answer, torch.Tensor), f"{name} should be a tensor, got {type(answer).__name__}"
         assert answer.shape == expected.shape, \
-            f"{name} should have the shape of the weights it belongs to, {tuple(expected.shape)}, not {tuple(answer.shape)}"
+            (f"{name} should have the shape of the weights it belongs to, {tuple(expected.shape)}, "
+             f"not {tuple(answer.shape)}")
         answer = answer.detach()
         assert not torch.allclose(answer, 2 * expected, atol=1e-6), (
             f"{name} is twice the gradient: backward() ran twice and .grad accumulated both results; "
@@ -127,7 +128,8 @@ def check_exercise_A_4(rings_model, target=0.95):
     rings_model.eval()
     with torch.no_grad():
         logits = rings_model(features.to(device))
-    assert logits.shape == (1000, 2), f"rings_model should map (batch, 2) inputs to (batch, 2) logits, got {tuple(logits.shape)}"
+    assert logits.shape == (1000, 2), \
+        f"rings_model should map (batch, 2) inputs to (batch, 2) logits, got {tuple(logits.shape)}"
     accuracy = (logits.argmax(dim=-1).cpu() == labels).float().mean().item()
     assert accuracy >= target, (f"accuracy on fresh ring data is {accuracy:.1%}, below {target:.0%}: a model needs a "
                                 "hidden layer with a non-linearity to bend its decision boundary; then train longer "

@@ -6,7 +6,7 @@ or still missing.
 
 import torch
 
-from attention import MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttentionV1, SelfAttentionV2
+from attention import MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttentionV2
 
 
 def _require(answer, name):

@@ -5,7 +5,6 @@ raises AssertionError with a hint (never the answer) when it is wrong or still m
 """
 
 import math
-from pathlib import Path
 
 import tiktoken
 import torch

@@ -58,9 +58,10 @@ def main(argv=None):
     torch.manual_seed(123)
     model = GPTModel(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
-    history = train(model, train_loader, val_loader, optimizer, device, num_epochs=epochs, eval_freq=min(5, len(train_loader)),
-                    eval_iter=1 if args.test_mode else 5, start_context="Every effort moves you",
-                    tokenizer=tiktoken.get_encoding("gpt2"), sample_tokens=10 if args.test_mode else 50)
+    history = train(model, train_loader, val_loader, optimizer, device, num_epochs=epochs,
+                    eval_freq=min(5, len(train_loader)), eval_iter=1 if args.test_mode else 5,
+                    start_context="Every effort moves you", tokenizer=tiktoken.get_encoding("gpt2"),
+                    sample_tokens=10 if args.test_mode else 50)
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(args.output_dir / "model.pth", model, optimizer)

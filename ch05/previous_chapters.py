@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from download import download
 
-
 VERDICT_URL = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/"
                "ch02/01_main-chapter-code/the-verdict.txt")
 

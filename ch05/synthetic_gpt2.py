@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from download import TIKTOKEN_GPT2_FILES, mirror_path, download
+from download import TIKTOKEN_GPT2_FILES, download, mirror_path
 from gpt_download import GPT2_REPOS, STAND_IN_KEY, gpt2_urls
 
 HERE = Path(__file__).resolve().parent

@@ -4,8 +4,17 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pytorch_basics import (NUM_CLASSES, NUM_FEATURES, NeuralNetwork, ToyDataset, compute_accuracy, get_device,
-                            make_toy_datasets, train_model, train_one_epoch)
+from pytorch_basics import (
+    NUM_CLASSES,
+    NUM_FEATURES,
+    NeuralNetwork,
+    ToyDataset,
+    compute_accuracy,
+    get_device,
+    make_toy_datasets,
+    train_model,
+    train_one_epoch,
+)
 
 
 def make_loaders():

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from download import TIKTOKEN_GPT2_FILES, download
 
-
 # 1. Pre-tokenization ---------------------------------------------------------------------------------------------
 
 def char_class(predicate):

@@ -10,9 +10,17 @@ import pytest
 import tiktoken
 import torch
 
-from download import DownloadError, MIRROR_ENV, mirror_path
-from text_data import (VERDICT_URL, GPTDataset, SimpleTokenizerV1, SimpleTokenizerV2, build_vocab,
-                       create_dataloader, load_verdict, split_words)
+from download import MIRROR_ENV, DownloadError, mirror_path
+from text_data import (
+    VERDICT_URL,
+    GPTDataset,
+    SimpleTokenizerV1,
+    SimpleTokenizerV2,
+    build_vocab,
+    create_dataloader,
+    load_verdict,
+    split_words,
+)
 
 SENTENCE = '"It\'s the last he painted, you know," Mrs. Gisburn said with pardonable pride.'
 

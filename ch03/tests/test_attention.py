@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attention import (CausalAttention, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttentionV1,
-                       SelfAttentionV2)
+from attention import CausalAttention, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttentionV1, SelfAttentionV2
 
 D_IN, TOKENS = 5, 7
 

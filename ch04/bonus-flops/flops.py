@@ -91,7 +91,8 @@ def main():
         attention_share = macs["attention (scores, weighted sum)"] / sum(macs.values())
         memory = memory_mb(cfg)
         print(f"{name:20} {n_params:14,} {flops / 1e9:12.3f} {2 * n_params / 1e9:10.3f} {attention_share:9.1%} "
-              f"{memory['weights float32']:10,.0f} {memory['weights bfloat16']:11,.0f} {memory['KV cache float32']:11,.0f}")
+              f"{memory['weights float32']:10,.0f} {memory['weights bfloat16']:11,.0f} "
+              f"{memory['KV cache float32']:11,.0f}")
     plot(args.plot)
     print(f"plot written to {args.plot.name}")
 

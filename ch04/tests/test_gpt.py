@@ -10,8 +10,17 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gpt import (GELU, GPT2_SIZES, GPT_CONFIG_124M, FeedForward, GPTConfig, GPTModel, LayerNorm,
-                 TransformerBlock, generate_greedy)
+from gpt import (
+    GELU,
+    GPT2_SIZES,
+    GPT_CONFIG_124M,
+    FeedForward,
+    GPTConfig,
+    GPTModel,
+    LayerNorm,
+    TransformerBlock,
+    generate_greedy,
+)
 
 TINY = GPTConfig(vocab_size=97, context_length=8, emb_dim=16, n_heads=4, n_layers=2, drop_rate=0.0)
 
@@ -74,7 +83,8 @@ def expected_parameters(cfg):
     feed_forward = d * ff + ff + ff * d + d
     norms = 2 * 2 * d
     head = 0 if cfg.tie_embeddings else cfg.vocab_size * d
-    return cfg.vocab_size * d + cfg.context_length * d + cfg.n_layers * (attention + feed_forward + norms) + 2 * d + head
+    embeddings = cfg.vocab_size * d + cfg.context_length * d
+    return embeddings + cfg.n_layers * (attention + feed_forward + norms) + 2 * d + head
 
 
 def count_parameters(cfg):

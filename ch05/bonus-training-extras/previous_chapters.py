@@ -15,7 +15,6 @@ from tqdm import tqdm
 
 from download import download
 
-
 VERDICT_URL = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/"
                "ch02/01_main-chapter-code/the-verdict.txt")
 

@@ -24,8 +24,17 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 import synthetic_gpt2
 from download import TIKTOKEN_GPT2_FILES, DownloadError, mirror_path, sha256_of
-from gpt_download import (GPT2_REPOS, HF_SHA256, MODELS_DIR_ENV, STAND_IN_KEY, CorruptCheckpointError,
-                          default_models_dir, download_gpt2, gpt2_urls, load_gpt2)
+from gpt_download import (
+    GPT2_REPOS,
+    HF_SHA256,
+    MODELS_DIR_ENV,
+    STAND_IN_KEY,
+    CorruptCheckpointError,
+    default_models_dir,
+    download_gpt2,
+    gpt2_urls,
+    load_gpt2,
+)
 from tf_checkpoint import read_index
 
 SIZES = list(GPT2_REPOS)

@@ -11,8 +11,18 @@ import tiktoken
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pretraining import (batch_loss, evaluate, generate, load_checkpoint, loader_loss, plot_losses, save_checkpoint,
-                         text_to_token_ids, token_ids_to_text, train)
+from pretraining import (
+    batch_loss,
+    evaluate,
+    generate,
+    load_checkpoint,
+    loader_loss,
+    plot_losses,
+    save_checkpoint,
+    text_to_token_ids,
+    token_ids_to_text,
+    train,
+)
 from previous_chapters import GPTConfig, GPTModel, generate_greedy
 
 TINY = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.1)

@@ -17,7 +17,14 @@ import tiktoken
 from tiktoken_ext.openai_public import r50k_pat_str
 
 from bpe import (
-    LETTERS, NUMBERS, WHITESPACE, BPETokenizer, load_gpt2_tokenizer, pretokenize, read_gpt2_files, sample_text,
+    LETTERS,
+    NUMBERS,
+    WHITESPACE,
+    BPETokenizer,
+    load_gpt2_tokenizer,
+    pretokenize,
+    read_gpt2_files,
+    sample_text,
     train_bpe,
 )
 

@@ -3,8 +3,14 @@
 import pytest
 import torch
 
-from efficient_attention import (IMPLEMENTATIONS, REFERENCE, MultiHeadAttention, TorchMultiheadAttention,
-                                 convert_chapter_parameters, from_chapter)
+from efficient_attention import (
+    IMPLEMENTATIONS,
+    REFERENCE,
+    MultiHeadAttention,
+    TorchMultiheadAttention,
+    convert_chapter_parameters,
+    from_chapter,
+)
 
 TOLERANCE = dict(atol=1e-5, rtol=1e-5)  # float32
 OTHERS = [name for name in IMPLEMENTATIONS if name != REFERENCE]
