@@ -46,7 +46,7 @@ class MultiHeadAttention(nn.Module):
 
 @dataclass(frozen=True)
 class GPTConfig:
-    """Hyperparameters of a GPT model; the defaults are GPT-2 small (124M)."""
+    """GPT hyperparameters; the defaults have GPT-2 small's sizes (its checkpoints also set the last two flags)."""
 
     vocab_size: int = 50257  # GPT-2's BPE vocabulary
     context_length: int = 1024  # longest input the position embeddings allow
