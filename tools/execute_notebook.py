@@ -10,8 +10,8 @@ Each notebook runs top to bottom in a fresh kernel, in its own folder, with:
 * afterwards, the outputs of every cell tagged ``stand-in`` (in the cell's metadata) are removed: their output
   would come from the synthetic weights, which the course never commits. A cell whose output mentions
   "stand-in" without that tag stops the tool, so no such output is written by accident;
-* carriage returns in text output collapsed as a terminal would show them (a finished progress bar, not every
-  intermediate state).
+* consecutive pieces of the same output stream joined, and carriage returns collapsed as a terminal would show
+  them (a finished progress bar, not every intermediate state).
 
 The notebook file is replaced only after a successful run.
 """
@@ -54,6 +54,20 @@ def collapse_carriage_returns(text):
     return "\n".join(re.sub(r"^.*\r(?=.)", "", line) for line in text.split("\n"))
 
 
+def merge_consecutive_streams(outputs):
+    """Join back-to-back pieces of the same stream: the kernel sends a long-running cell's output in many
+    pieces, and a progress bar's carriage returns only collapse once its pieces are one text."""
+    merged = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (output.output_type == "stream" and previous is not None and previous.output_type == "stream"
+                and previous.name == output.name):
+            previous.text += output.text
+        else:
+            merged.append(output)
+    return merged
+
+
 def tidy_outputs(notebook, path):
     for i, cell in enumerate(notebook.cells):
         if cell.cell_type != "code":
@@ -61,6 +75,7 @@ def tidy_outputs(notebook, path):
         if STAND_IN_TAG in cell.metadata.get("tags", []):
             cell.outputs, cell.execution_count = [], None
             continue
+        cell.outputs = merge_consecutive_streams(cell.outputs)
         for output in cell.outputs:
             if "stand-in" in str(output).lower():
                 raise SystemExit(f"{path} cell {i}: output mentions stand-in weights but the cell is not tagged "
