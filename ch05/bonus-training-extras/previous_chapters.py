@@ -6,6 +6,7 @@ collects chapter 5 and this folder in one run (and this folder's modules come fi
 file can also serve the chapter 5 modules that import it.
 """
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ import tiktoken
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from download import download
 
@@ -355,15 +356,16 @@ def train(model, train_loader, val_loader, optimizer, device, num_epochs, eval_f
           start_context, tokenizer, sample_tokens=50):
     """Train for ``num_epochs`` passes over ``train_loader``; return the evaluation history.
 
-    Every ``eval_freq`` optimizer steps the training and validation losses are measured on ``eval_iter``
-    batches; after every epoch the model continues ``start_context`` so progress can be read, not just
-    measured. The history lists, for each evaluation, the step, the (fractional) epoch, the number of training
-    tokens seen so far and both losses.
+    After the first optimizer step and then every ``eval_freq`` steps (steps 1, 1 + eval_freq, ...) the training
+    and validation losses are measured on ``eval_iter`` batches; after every epoch the model continues
+    ``start_context`` so progress can be read, not just measured. The history lists, for each evaluation, the
+    step, the (fractional) epoch, the number of training tokens seen so far and both losses.
     """
     history = {"step": [], "epoch": [], "tokens_seen": [], "train_loss": [], "val_loss": []}
     tokens_seen, step = 0, 0
     start = time.perf_counter()
-    progress = tqdm(total=num_epochs * len(train_loader), desc="training", unit="step")
+    # a plain-text bar on stdout, where the messages go too: in a notebook one stream keeps them in order
+    progress = tqdm(total=num_epochs * len(train_loader), desc="training", unit="step", file=sys.stdout)
     model.train()
     for epoch in range(num_epochs):
         for i, (input_batch, target_batch) in enumerate(train_loader):
@@ -374,7 +376,7 @@ def train(model, train_loader, val_loader, optimizer, device, num_epochs, eval_f
             tokens_seen += input_batch.numel()
             step += 1
             progress.update()
-            if step % eval_freq == 0:
+            if (step - 1) % eval_freq == 0:
                 train_loss, val_loss = evaluate(model, train_loader, val_loader, device, eval_iter)
                 record = {"step": step, "epoch": epoch + (i + 1) / len(train_loader), "tokens_seen": tokens_seen,
                           "train_loss": train_loss, "val_loss": val_loss}
