@@ -4,12 +4,13 @@ Everything the chapter builds around the chapter-4 model to train it: converting
 the next-token cross-entropy loss for a batch and for a whole data loader, a training loop that evaluates,
 samples and tracks how many tokens it has seen, loss curves, text generation with temperature, top-k and an
 end-of-sequence token, and checkpoints that hold the model, the optimizer and the random-number state so that
-training can be continued exactly where it stopped.
+training can be continued where it stopped, on any device.
 
 The notebook ch05.ipynb develops this code step by step (a test keeps the two identical); gpt_train.py and
 gpt_generate.py are the command-line front ends.
 """
 
+import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -132,15 +133,16 @@ def train(model, train_loader, val_loader, optimizer, device, num_epochs, eval_f
           start_context, tokenizer, sample_tokens=50):
     """Train for ``num_epochs`` passes over ``train_loader``; return the evaluation history.
 
-    Every ``eval_freq`` optimizer steps the training and validation losses are measured on ``eval_iter``
-    batches; after every epoch the model continues ``start_context`` so progress can be read, not just
-    measured. The history lists, for each evaluation, the step, the (fractional) epoch, the number of training
-    tokens seen so far and both losses.
+    After the first optimizer step and then every ``eval_freq`` steps (steps 1, 1 + eval_freq, ...) the training
+    and validation losses are measured on ``eval_iter`` batches; after every epoch the model continues
+    ``start_context`` so progress can be read, not just measured. The history lists, for each evaluation, the
+    step, the (fractional) epoch, the number of training tokens seen so far and both losses.
     """
     history = {"step": [], "epoch": [], "tokens_seen": [], "train_loss": [], "val_loss": []}
     tokens_seen, step = 0, 0
     start = time.perf_counter()
-    progress = tqdm(total=num_epochs * len(train_loader), desc="training", unit="step")
+    # a plain-text bar on stdout, where the messages go too: in a notebook one stream keeps them in order
+    progress = tqdm(total=num_epochs * len(train_loader), desc="training", unit="step", file=sys.stdout)
     model.train()
     for epoch in range(num_epochs):
         for i, (input_batch, target_batch) in enumerate(train_loader):
@@ -151,7 +153,7 @@ def train(model, train_loader, val_loader, optimizer, device, num_epochs, eval_f
             tokens_seen += input_batch.numel()
             step += 1
             progress.update()
-            if step % eval_freq == 0:
+            if (step - 1) % eval_freq == 0:
                 train_loss, val_loss = evaluate(model, train_loader, val_loader, device, eval_iter)
                 record = {"step": step, "epoch": epoch + (i + 1) / len(train_loader), "tokens_seen": tokens_seen,
                           "train_loss": train_loss, "val_loss": val_loss}
@@ -185,11 +187,16 @@ def plot_losses(history, path=None):
 def save_checkpoint(path, model, optimizer=None):
     """Save the model's configuration and weights, the optimizer's state and the random-number state.
 
-    With all of these, ``load_checkpoint(..., restore_rng=True)`` continues training exactly as if it had
-    never stopped. The file is written under a temporary name and renamed when complete.
+    The random state is the CPU generator's and, on a machine with a CUDA or MPS GPU, also the GPU's: together
+    they decide the dropout masks and the order of shuffled batches. The file is written under a temporary name
+    and renamed when complete.
     """
     path = Path(path)
     checkpoint = {"config": asdict(model.cfg), "model": model.state_dict(), "rng_state": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state()  # the current GPU's, the one training uses
+    if torch.backends.mps.is_available():
+        checkpoint["mps_rng_state"] = torch.mps.get_rng_state()
     if optimizer is not None:
         checkpoint["optimizer"] = optimizer.state_dict()
     partial = path.with_name(path.name + ".part")
@@ -197,13 +204,16 @@ def save_checkpoint(path, model, optimizer=None):
     partial.replace(path)
 
 
-def load_checkpoint(path, model=None, optimizer=None, restore_rng=False):
-    """Load a file written by ``save_checkpoint`` and return the model.
+def load_checkpoint(path, model=None, optimizer=None, device="cpu", restore_rng=False):
+    """Load a file written by ``save_checkpoint`` onto ``device`` and return the model.
 
     Without ``model`` a new GPTModel is built from the stored configuration. A given model must have the
-    stored configuration, otherwise a ValueError names the settings that differ. ``optimizer`` (if given)
-    gets its stored state back, and ``restore_rng`` restores the random-number state (dropout masks and the
-    order of shuffled batches), which is what makes a resumed run identical to an uninterrupted one.
+    stored configuration, otherwise a ValueError names the settings that differ. The model is moved to
+    ``device`` *before* ``optimizer`` (built for this model's parameters) gets its stored state back, so that
+    PyTorch puts every state tensor on the device of its parameter. ``restore_rng`` restores the random-number
+    state (dropout masks and the order of shuffled batches): on a CPU a resumed run is then identical to an
+    uninterrupted one; on a GPU its random state is restored too (if it was saved on a machine with one), but GPU
+    kernels are not all bit-for-bit deterministic, so losses agree closely rather than exactly.
     """
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
     if not isinstance(checkpoint, dict) or not {"config", "model", "rng_state"} <= checkpoint.keys():
@@ -216,11 +226,16 @@ def load_checkpoint(path, model=None, optimizer=None, restore_rng=False):
         differences = ", ".join(f"{f.name}={getattr(config, f.name)} (the model has {getattr(model.cfg, f.name)})"
                                 for f in fields(config) if getattr(config, f.name) != getattr(model.cfg, f.name))
         raise ValueError(f"{path} holds a model with a different configuration: {differences}")
+    model.to(device)
     model.load_state_dict(checkpoint["model"])
     if optimizer is not None:
         if "optimizer" not in checkpoint:
             raise ValueError(f"{path} holds no optimizer state (it was saved without an optimizer)")
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        optimizer.load_state_dict(checkpoint["optimizer"])  # each state tensor goes to its parameter's device
     if restore_rng:
         torch.set_rng_state(checkpoint["rng_state"])
+        if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+        if "mps_rng_state" in checkpoint and torch.backends.mps.is_available():
+            torch.mps.set_rng_state(checkpoint["mps_rng_state"])
     return model

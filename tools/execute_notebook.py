@@ -45,6 +45,7 @@ def course_environment(scratch):
                    stdout=subprocess.DEVNULL)
     env = {"LLM_COURSE_MIRROR": os.pathsep.join([*mirrors, str(synthetic)]),
            "TIKTOKEN_CACHE_DIR": str(Path(scratch, "tiktoken-cache")),
+           "LLM_COURSE_GPT2_DIR": str(Path(scratch, "gpt2")),  # stand-ins never land in a course folder
            "TF_CPP_MIN_LOG_LEVEL": "3"}
     subprocess.run([sys.executable, str(ROOT / "setup" / "download.py"), "--seed-tiktoken-cache",
                     env["TIKTOKEN_CACHE_DIR"]], check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL)

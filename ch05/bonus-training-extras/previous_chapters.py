@@ -4,6 +4,7 @@ A test keeps every definition here identical to its source in ch02/text_data.py,
 ch04/gpt.py and ch05/pretraining.py.
 """
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -283,15 +284,16 @@ def train(model, train_loader, val_loader, optimizer, device, num_epochs, eval_f
           start_context, tokenizer, sample_tokens=50):
     """Train for ``num_epochs`` passes over ``train_loader``; return the evaluation history.
 
-    Every ``eval_freq`` optimizer steps the training and validation losses are measured on ``eval_iter``
-    batches; after every epoch the model continues ``start_context`` so progress can be read, not just
-    measured. The history lists, for each evaluation, the step, the (fractional) epoch, the number of training
-    tokens seen so far and both losses.
+    After the first optimizer step and then every ``eval_freq`` steps (steps 1, 1 + eval_freq, ...) the training
+    and validation losses are measured on ``eval_iter`` batches; after every epoch the model continues
+    ``start_context`` so progress can be read, not just measured. The history lists, for each evaluation, the
+    step, the (fractional) epoch, the number of training tokens seen so far and both losses.
     """
     history = {"step": [], "epoch": [], "tokens_seen": [], "train_loss": [], "val_loss": []}
     tokens_seen, step = 0, 0
     start = time.perf_counter()
-    progress = tqdm(total=num_epochs * len(train_loader), desc="training", unit="step")
+    # a plain-text bar on stdout, where the messages go too: in a notebook one stream keeps them in order
+    progress = tqdm(total=num_epochs * len(train_loader), desc="training", unit="step", file=sys.stdout)
     model.train()
     for epoch in range(num_epochs):
         for i, (input_batch, target_batch) in enumerate(train_loader):
@@ -302,7 +304,7 @@ def train(model, train_loader, val_loader, optimizer, device, num_epochs, eval_f
             tokens_seen += input_batch.numel()
             step += 1
             progress.update()
-            if step % eval_freq == 0:
+            if (step - 1) % eval_freq == 0:
                 train_loss, val_loss = evaluate(model, train_loader, val_loader, device, eval_iter)
                 record = {"step": step, "epoch": epoch + (i + 1) / len(train_loader), "tokens_seen": tokens_seen,
                           "train_loss": train_loss, "val_loss": val_loss}

@@ -160,13 +160,13 @@ def test_eos_of_a_single_sequence_ends_generation_early():
     assert out.tolist() == [[0, 4]]
 
 
-def run(epochs, model=None, optimizer=None, seed=123):
+def run(epochs, model=None, optimizer=None, seed=123, device="cpu"):
     """Train a tiny model; returns (model, optimizer, history). Shuffling and dropout both consume randomness."""
     if model is None:
         model = tiny_model(seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.1)
     loader = random_loader()
-    history = train(model, loader, random_loader(shuffle=False), optimizer, "cpu", num_epochs=epochs,
+    history = train(model, loader, random_loader(shuffle=False), optimizer, device, num_epochs=epochs,
                     eval_freq=1, eval_iter=2, start_context="", tokenizer=_EmptyPromptTokenizer(),
                     sample_tokens=1)
     return model, optimizer, history
@@ -189,6 +189,17 @@ def test_same_seed_gives_identical_loss_sequence():
     assert first["train_loss"][-1] < first["train_loss"][0]  # it does learn
     _, _, other_seed = run(2, seed=7)
     assert other_seed["train_loss"] != first["train_loss"]
+
+
+def test_evaluates_after_the_first_step_and_then_every_eval_freq_steps():
+    model = tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.1)
+    loader = random_loader()  # 4 batches: 2 epochs are 8 steps
+    history = train(model, loader, random_loader(shuffle=False), optimizer, "cpu", num_epochs=2, eval_freq=3,
+                    eval_iter=1, start_context="", tokenizer=_EmptyPromptTokenizer(), sample_tokens=1)
+    assert history["step"] == [1, 4, 7]
+    assert history["epoch"] == [0.25, 1.0, 1.75]
+    assert history["tokens_seen"] == [3 * 8, 4 * 3 * 8, 7 * 3 * 8]  # batches of 3 windows of 8 tokens
 
 
 def test_resuming_from_checkpoint_reproduces_uninterrupted_run(tmp_path):
@@ -228,6 +239,61 @@ def test_resuming_without_optimizer_state_or_rng_state_diverges(tmp_path):
     load_checkpoint(tmp_path / "ckpt.pth", resumed_model, resumed_optimizer)
     _, _, no_rng_state = run(1, resumed_model, resumed_optimizer)
     assert no_rng_state["train_loss"] != uninterrupted["train_loss"][-tail:]
+
+
+def assert_optimizer_state_beside_parameters(model, optimizer, device_type):
+    """Every parameter is on ``device_type``, and so are AdamW's running averages, in the parameter's dtype."""
+    for name, parameter in model.named_parameters():
+        assert parameter.device.type == device_type, name
+        state = optimizer.state[parameter]
+        for key in ("exp_avg", "exp_avg_sq"):  # ("step" is a CPU scalar by PyTorch's design)
+            assert (state[key].device, state[key].dtype) == (parameter.device, parameter.dtype), f"{name} {key}"
+
+
+@pytest.fixture
+def swap_params_on_move():
+    """Make ``model.to(device)`` keep every Parameter object, as it does for a CPU-to-GPU move, also for "meta"."""
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    yield
+    torch.__future__.set_swap_module_params_on_conversion(False)
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter:UserWarning")
+def test_optimizer_state_is_loaded_onto_the_models_device(tmp_path, swap_params_on_move):
+    """Resuming on a GPU needs AdamW's state on the GPU: load_checkpoint must move the model first.
+
+    A CPU-only machine cannot test CUDA, so PyTorch's "meta" device (tensors without data) stands in for it: an
+    optimizer state loaded before the model was moved would stay on the CPU here just as it would with a GPU.
+    """
+    model, optimizer, _ = run(1)
+    save_checkpoint(tmp_path / "ckpt.pth", model, optimizer)
+    resumed_model = tiny_model(seed=5)
+    resumed_optimizer = torch.optim.AdamW(resumed_model.parameters(), lr=4e-3, weight_decay=0.1)
+    loaded = load_checkpoint(tmp_path / "ckpt.pth", resumed_model, resumed_optimizer, device="meta")
+    assert loaded is resumed_model
+    assert_optimizer_state_beside_parameters(resumed_model, resumed_optimizer, "meta")
+    assert load_checkpoint(tmp_path / "ckpt.pth", device="meta").out_head.weight.device.type == "meta"
+
+
+def test_checkpoint_loads_on_the_cpu_by_default(tmp_path):
+    model, optimizer, _ = run(1)
+    save_checkpoint(tmp_path / "ckpt.pth", model, optimizer)
+    resumed_model = tiny_model(seed=5)
+    resumed_optimizer = torch.optim.AdamW(resumed_model.parameters(), lr=4e-3, weight_decay=0.1)
+    load_checkpoint(tmp_path / "ckpt.pth", resumed_model, resumed_optimizer)
+    assert_optimizer_state_beside_parameters(resumed_model, resumed_optimizer, "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_resumes_on_a_cuda_gpu(tmp_path):
+    model, optimizer, _ = run(1)
+    save_checkpoint(tmp_path / "ckpt.pth", model, optimizer)
+    resumed_model = tiny_model(seed=5)
+    resumed_optimizer = torch.optim.AdamW(resumed_model.parameters(), lr=4e-3, weight_decay=0.1)
+    load_checkpoint(tmp_path / "ckpt.pth", resumed_model, resumed_optimizer, device="cuda", restore_rng=True)
+    assert_optimizer_state_beside_parameters(resumed_model, resumed_optimizer, "cuda")
+    _, _, resumed = run(1, resumed_model, resumed_optimizer, device="cuda")  # AdamW steps on the GPU
+    assert all(math.isfinite(loss) for loss in resumed["train_loss"])
 
 
 def test_checkpoint_round_trip_builds_model_from_stored_config(tmp_path):
