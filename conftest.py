@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent
 CH05 = ROOT / "ch05"
 MIRROR_ENV = "LLM_COURSE_MIRROR"
 MODELS_DIR_ENV = "LLM_COURSE_GPT2_DIR"
+QUICK_RUN_ENV = "LLM_COURSE_QUICK_RUN"
 STAND_IN_KEY = "synthetic_stand_in"
 SKIPPED_DIRS = {".git", ".venv", "venv", "site-packages", "node_modules", "build", "dist"}
 LEAKED = pytest.StashKey()
@@ -62,6 +63,11 @@ def stand_in_checkpoints(root=ROOT):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "synthetic_gpt2: the test loads GPT-2 weights (synthetic stand-ins here)")
+    # Notebooks whose full run is too long for the suite (finetuning, generating many responses) read this and
+    # run a documented shorter version; their committed outputs come from the full run (tools/execute_notebook.py).
+    environment = pytest.MonkeyPatch()
+    environment.setenv(QUICK_RUN_ENV, "1")
+    config.add_cleanup(environment.undo)
 
 
 def pytest_collection_modifyitems(session, config, items):
