@@ -55,6 +55,8 @@ def load_entries(path, response_key="model_response"):
         entries = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ResponsesFileError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from e
+    except UnicodeDecodeError as e:
+        raise ResponsesFileError(f"{path} is not UTF-8 text: {e.reason} at byte {e.start}") from e
     if not isinstance(entries, list) or not entries:
         raise ResponsesFileError(f"{path} must hold a non-empty JSON list of entries, not {describe(entries)}")
     for i, entry in enumerate(entries):

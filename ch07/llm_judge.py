@@ -107,8 +107,9 @@ class Judge:
                 "/v1/models lists its name). Check too that the URL is the server's root, without /v1.")
 
     def timeout_problem(self):
-        return (f"The judge server at {self.url} sent nothing for {self.timeout:g} s. The first request loads the model, "
-                "which can take minutes on a CPU: allow more time (timeout, --timeout) or use a smaller judge model.")
+        return (f"The judge server at {self.url} sent nothing for {self.timeout:g} s. The first request loads the "
+                "model, which can take minutes on a CPU: allow more time (timeout, --timeout) or use a smaller judge "
+                "model.")
 
 
 def server_message(body):

@@ -90,6 +90,7 @@ def test_judge_failure_leaves_an_existing_scores_file_untouched(responses, tmp_p
 
 BAD_FILES = [  # (file content, words the error must contain)
     ("[{'instruction': 1}]", ["is not valid JSON", "line 1, column 3"]),
+    (b"\xff\xfe[]", ["is not UTF-8 text", "at byte 0"]),
     (json.dumps({"entries": ENTRIES}), ["must hold a non-empty JSON list", "dict"]),
     ("[]", ["must hold a non-empty JSON list"]),
     (json.dumps([ENTRIES[0], "The mouse was chased."]), ["entry 1", "expected an object", "str"]),
@@ -104,7 +105,7 @@ BAD_FILES = [  # (file content, words the error must contain)
 @pytest.mark.parametrize("content, expected", BAD_FILES)
 def test_bad_input_files_are_refused_with_the_entry_and_key(tmp_path, capsys, content, expected):
     bad = tmp_path / "bad.json"
-    bad.write_text(content, encoding="utf-8")
+    bad.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     with pytest.raises(ResponsesFileError) as error:
         load_entries(bad)
     for text in [str(bad), *expected]:

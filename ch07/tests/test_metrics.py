@@ -63,7 +63,7 @@ def test_scores_on_real_data_are_spread_out(real_pairs):
     """Guards against a metric that agrees with the reference only because both give 0 (or 1) everywhere."""
     values = [rouge_l_f1(*pair) for pair in real_pairs]
     assert 0.2 < sum(values) / len(values) < 0.9
-    assert sum(v == 1.0 for v in values) >= 5 and sum(0 < v < 1 for v in values) >= 200
+    assert sum(v == 1.0 for v in values) >= 20 and sum(0 < v < 1 for v in values) >= 100
 
 
 def test_values_worked_out_by_hand():
