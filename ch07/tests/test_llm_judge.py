@@ -4,6 +4,8 @@ found, 500, a body in neither format, no reply in time. Also a closed port (conn
 
 import json
 import socket
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -71,6 +73,16 @@ def test_server_problems_give_errors_that_say_what_to_do(server, model, api, tim
         Judge(model=model, api=api, url=server.url, timeout=timeout).chat("Please grade")
     for text in expected:
         assert text in str(error.value)
+
+
+def test_connect_timeout_is_a_timeout(monkeypatch):
+    """A host that never answers the connection attempt (urllib wraps that timeout in a URLError)."""
+    def never_connects(request, timeout):
+        raise urllib.error.URLError(TimeoutError("timed out"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", never_connects)
+    with pytest.raises(JudgeError, match="sent nothing for 2 s"):
+        Judge(url="http://192.0.2.1:11434", timeout=2).chat("Please grade")
 
 
 @pytest.mark.parametrize("api", ["ollama", "openai"])
