@@ -95,14 +95,14 @@ class Judge:
             raise JudgeError(f"The connection to {self.url} broke off: {e}") from e
 
     def http_problem(self, code, reason, message):
-        problem = f"The server at {self.endpoint} answered HTTP {code} {reason}: {message}."
+        problem = f"The server at {self.endpoint} answered HTTP {code} {reason}: {message.rstrip('.')}."
         if code != 404:
             return problem
         if self.api == "ollama":
             return (f"{problem} If model {self.model!r} is not downloaded yet, run `ollama pull {self.model}` "
                     "(`ollama list` shows the models you have). If the path is unknown, the server does not speak "
                     "Ollama's API: try api='openai'.")
-        return (f"{problem} The server has no model named {self.model!r}: with Ollama run `ollama pull {self.model}`; "
+        return (f"{problem} If the server lacks model {self.model!r}: with Ollama, run `ollama pull {self.model}`; "
                 f"llama.cpp, vLLM and LM Studio serve the model they were started with (GET {self.url.rstrip('/')}"
                 "/v1/models lists its name). Check too that the URL is the server's root, without /v1.")
 
