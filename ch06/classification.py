@@ -92,6 +92,8 @@ def read_sms_collection(path):
         if label not in LABELS:
             raise ValueError(f"{path}, line {number}: unknown label {label!r} (expected one of {', '.join(LABELS)})")
         rows.append((label, text))
+    if not rows:
+        raise ValueError(f"{path} holds no messages")
     return pd.DataFrame(rows, columns=["Label", "Text"])
 
 

@@ -127,7 +127,7 @@ def main(argv=None):
         model.out_head.linear.requires_grad_(True)  # the new head starts random: it trains in full
     model.to(device)
     trainable, total = count_parameters(model)
-    print(f"{len(train_dataset)} training messages padded to {train_dataset.max_length} tokens; "
+    print(f"{len(datasets[0])} training messages padded to {train_dataset.max_length} tokens; "
           f"{trainable:,} of {total:,} parameters train; training on {device}")
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.1)
