@@ -17,15 +17,15 @@ GPT2_CONTEXT_LENGTH = GPTConfig().context_length  # 1,024
 END_OF_TEXT = 50256
 
 
-def _require(answer, name):
-    assert answer is not None, f"`{name}` is still None: fill in the answer cell above and run it."
+def _require(**answers):
+    for name, answer in answers.items():
+        assert answer is not None, f"`{name}` is still None: fill in the answer cell above and run it."
 
 
 def check_exercise_6_1(train_dataset_full, val_dataset_full, train_loader_full, data_folder="sms_spam"):
     """Messages padded to GPT-2's full context length (1,024 tokens) instead of the longest training message."""
-    for answer, name in [(train_dataset_full, "train_dataset_full"), (val_dataset_full, "val_dataset_full"),
-                         (train_loader_full, "train_loader_full")]:
-        _require(answer, name)
+    _require(train_dataset_full=train_dataset_full, val_dataset_full=val_dataset_full,
+             train_loader_full=train_loader_full)
     tokenizer = tiktoken.get_encoding("gpt2")
     for dataset, name, split in [(train_dataset_full, "train_dataset_full", "train"),
                                  (val_dataset_full, "val_dataset_full", "validation")]:
@@ -49,7 +49,7 @@ def check_exercise_6_1(train_dataset_full, val_dataset_full, train_loader_full, 
          f"(8, {GPT2_CONTEXT_LENGTH}) and (8,): batches of 8 messages from `train_dataset_full`")
     assert len(train_loader_full) == len(train_dataset_full) // 8, \
         "`train_loader_full` should drop its last, incomplete batch, like the chapter's training loader"
-    print(f"Correct: every message is now {GPT2_CONTEXT_LENGTH} tokens long, most of them padding.")
+    print(f"Correct: every message is now {GPT2_CONTEXT_LENGTH:,} tokens long, most of them padding.")
 
 
 def _pretrained_gpt2_tensors(keys):
@@ -62,8 +62,7 @@ def _pretrained_gpt2_tensors(keys):
 
 def check_exercise_6_2(model_all, optimizer_all):
     """GPT-2 124M with a two-class head, every parameter trained for one epoch."""
-    _require(model_all, "model_all")
-    _require(optimizer_all, "optimizer_all")
+    _require(model_all=model_all, optimizer_all=optimizer_all)
     assert isinstance(model_all, GPTModel), \
         f"`model_all` should be the GPTModel that load_gpt2 returns, not {type(model_all).__name__}"
     head = model_all.out_head
@@ -92,7 +91,7 @@ def check_exercise_6_2(model_all, optimizer_all):
 
 def check_exercise_6_3(first_token_logits):
     """A function that reads the class scores at the first position instead of the last."""
-    _require(first_token_logits, "first_token_logits")
+    _require(first_token_logits=first_token_logits)
     with torch.random.fork_rng(devices=[]):  # the learner's random state stays as it was
         torch.manual_seed(123)
         model = GPTModel(GPTConfig(context_length=16, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)).eval()
