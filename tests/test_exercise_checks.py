@@ -61,7 +61,10 @@ ch03_checks, attention = import_from("ch03", "exercise_checks", "attention")
 ch04_checks, gpt = import_from("ch04", "exercise_checks", "gpt")
 ch05_checks, pretraining, ch05_previous, gpt_download = import_from(
     "ch05", "exercise_checks", "pretraining", "previous_chapters", "gpt_download")
-CHECKS = {name: function for module in [appendix_checks, ch02_checks, ch03_checks, ch04_checks, ch05_checks]
+ch06_checks, classification, ch06_gpt_download = import_from(
+    "ch06", "exercise_checks", "classification", "gpt_download")
+CHECKS = {name: function for module in [appendix_checks, ch02_checks, ch03_checks, ch04_checks, ch05_checks,
+                                        ch06_checks]
           for name, function in vars(module).items() if name.startswith("check_")}
 
 
@@ -416,6 +419,46 @@ def ch05_55(model_size="355M", model="355M", writer="355M", temperature=0.0, max
     return dict(model_size=model_size, medium=stand_in_gpt2(model), medium_text=text)
 
 
+# ---------------------------------------------------------------------------------------------------- Chapter 6
+
+@cache
+def ch06_splits():
+    """The chapter's CSV files, written into the scratch folder's sms_spam/ as the exercises' set-up cell does."""
+    return classification.write_splits(classification.download_sms_spam("sms_spam"), "sms_spam")
+
+
+def ch06_61(max_length=1024, val_max_length=1024, pad=50256, batch_size=8, drop_last=True):
+    paths = ch06_splits()
+    train = classification.SpamDataset(paths["train"], BPE, max_length, pad_token_id=pad)
+    val = classification.SpamDataset(paths["validation"], BPE, val_max_length, pad_token_id=pad)
+    loader = DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=drop_last)
+    return dict(train_dataset_full=train, val_dataset_full=val, train_loader_full=loader)
+
+
+def ch06_62(trainable="all", optimizer_before_unfreezing=False, train=True, new_head=True):
+    torch.manual_seed(123)
+    model = ch06_gpt_download.load_gpt2("124M")
+    if new_head:
+        classification.add_classification_head(model, 2, 1 if optimizer_before_unfreezing else trainable)
+    else:
+        model.requires_grad_(True)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, weight_decay=0.1)
+    if optimizer_before_unfreezing:
+        model.requires_grad_(True)
+    if train:  # two steps on random messages of 12 tokens with random labels
+        generator = torch.Generator().manual_seed(1)
+        messages = TensorDataset(torch.randint(0, 50257, (16, 12), generator=generator),
+                                 torch.randint(0, 2, (16,), generator=generator))
+        loader = DataLoader(messages, batch_size=8)
+        classification.train_classifier(model, loader, loader, optimizer, "cpu", num_epochs=1, eval_freq=5,
+                                        eval_iter=1)
+    return dict(model_all=model, optimizer_all=optimizer)
+
+
+def first_position(model, input_batch):
+    return model(input_batch)[:, 0, :]
+
+
 # ---------------------------------------------------------------------------------------------------- The tables
 
 WRONG_ANSWERS = [
@@ -582,6 +625,34 @@ WRONG_ANSWERS = [
     Wrong("check_exercise_5_5", "sampled at temperature 1", lambda: ch05_55(temperature=1.0),
           "greedy continuation"),
     Wrong("check_exercise_5_5", "10 new tokens", lambda: ch05_55(max_new_tokens=10), "max_new_tokens=20"),
+
+    Wrong("check_exercise_6_1", "padded to the longest training message", lambda: ch06_61(max_length=None),
+          "pad them to the model's context length"),
+    Wrong("check_exercise_6_1", "one token short of the context", lambda: ch06_61(max_length=1023, val_max_length=1023),
+          "pad them to the model's context length"),
+    Wrong("check_exercise_6_1", "validation padded to its own longest message", lambda: ch06_61(val_max_length=None),
+          "the messages of `val_dataset_full` are"),
+    Wrong("check_exercise_6_1", "padded with token 0", lambda: ch06_61(pad=0), "is not padded with <|endoftext|>"),
+    Wrong("check_exercise_6_1", "batches of 16", lambda: ch06_61(batch_size=16), "a batch of `train_loader_full` has"),
+    Wrong("check_exercise_6_1", "the last, incomplete batch kept", lambda: ch06_61(drop_last=False),
+          "should drop its last, incomplete batch"),
+    Wrong("check_exercise_6_2", "the chapter's recipe: only the last block trains", lambda: ch06_62(trainable=1),
+          "are still frozen"),
+    Wrong("check_exercise_6_2", "the optimizer created before unfreezing",
+          lambda: ch06_62(optimizer_before_unfreezing=True), "`optimizer_all` does not update"),
+    Wrong("check_exercise_6_2", "unfrozen but never trained", lambda: ch06_62(train=False),
+          "still holds the pretrained values"),
+    Wrong("check_exercise_6_2", "the language-model head kept", lambda: ch06_62(new_head=False, train=False),
+          "still has the language-model head"),
+    Wrong("check_exercise_6_3", "the last position", lambda: dict(first_token_logits=lambda m, x: m(x)[:, -1, :]),
+          "reads the last position"),
+    Wrong("check_exercise_6_3", "the chapter's classification_logits unchanged",
+          lambda: dict(first_token_logits=classification.classification_logits), "reads the last position"),
+    Wrong("check_exercise_6_3", "the first message instead of the first position",
+          lambda: dict(first_token_logits=lambda m, x: m(x)[0]), "one row of 2 class scores per message"),
+    Wrong("check_exercise_6_3", "the mean over all positions",
+          lambda: dict(first_token_logits=lambda m, x: m(x).mean(dim=1)), "does not return the scores of the first"),
+
 ]
 
 CORRECT_ANSWERS = {
@@ -608,6 +679,9 @@ CORRECT_ANSWERS = {
     "check_exercise_5_3": ch05_53,
     "check_exercise_5_4": ch05_54,
     "check_exercise_5_5": ch05_55,
+    "check_exercise_6_1": ch06_61,
+    "check_exercise_6_2": ch06_62,
+    "check_exercise_6_3": lambda: dict(first_token_logits=first_position),
 }
 
 
