@@ -19,8 +19,9 @@ CHECK_ENTRIES = [
 ]
 
 
-def _require(answer, name):
-    assert answer is not None, f"`{name}` is still None: fill in the answer cell above and run it."
+def _require(**answers):
+    for name, answer in answers.items():
+        assert answer is not None, f"`{name}` is still None: write your answer in the cell above and run it."
 
 
 def _tokenizer():
@@ -29,9 +30,7 @@ def _tokenizer():
 
 def check_exercise_7_1(format_prompt_phi3, alpaca_tokens, phi3_tokens):
     """The Phi-3 prompt style, and the number of tokens of the 935 training examples in both styles."""
-    _require(format_prompt_phi3, "format_prompt_phi3")
-    _require(alpaca_tokens, "alpaca_tokens")
-    _require(phi3_tokens, "phi3_tokens")
+    _require(format_prompt_phi3=format_prompt_phi3, alpaca_tokens=alpaca_tokens, phi3_tokens=phi3_tokens)
     for entry in CHECK_ENTRIES:
         lines = ["<|user|>", entry["instruction"], *([entry["input"]] if entry["input"] else []), "<|assistant|>", ""]
         expected = "\n".join(lines)
@@ -65,8 +64,7 @@ def check_exercise_7_1(format_prompt_phi3, alpaca_tokens, phi3_tokens):
 
 def check_exercise_7_2(MaskedInstructionDataset, collate_masked):
     """A data set that also returns each prompt's length in tokens, and a collate function masking the prompt."""
-    _require(MaskedInstructionDataset, "MaskedInstructionDataset")
-    _require(collate_masked, "collate_masked")
+    _require(MaskedInstructionDataset=MaskedInstructionDataset, collate_masked=collate_masked)
     tokenizer = _tokenizer()
     dataset = MaskedInstructionDataset(CHECK_ENTRIES, tokenizer)
     items = [dataset[i] for i in range(len(CHECK_ENTRIES))]
@@ -104,9 +102,7 @@ def check_exercise_7_2(MaskedInstructionDataset, collate_masked):
 
 def check_exercise_7_3(lora_model, lora_optimizer, rank, trainable_params):
     """GPT-2 with LoRA on every linear layer: only the LoRA matrices train, counted and optimized, after training."""
-    for answer, name in [(lora_model, "lora_model"), (lora_optimizer, "lora_optimizer"), (rank, "rank"),
-                         (trainable_params, "trainable_params")]:
-        _require(answer, name)
+    _require(lora_model=lora_model, lora_optimizer=lora_optimizer, rank=rank, trainable_params=trainable_params)
     wrapped = [m for m in lora_model.modules() if isinstance(m, LinearWithLoRA)]
     assert wrapped, "`lora_model` has no LinearWithLoRA layers: call add_lora on the model"
     inner = {id(m.linear) for m in wrapped}
