@@ -20,7 +20,7 @@ import importlib
 import re
 import sys
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Callable, NamedTuple
 from unittest.mock import patch
@@ -63,8 +63,10 @@ ch05_checks, pretraining, ch05_previous, gpt_download = import_from(
     "ch05", "exercise_checks", "pretraining", "previous_chapters", "gpt_download")
 ch06_checks, classification, ch06_gpt_download = import_from(
     "ch06", "exercise_checks", "classification", "gpt_download")
-CHECKS = {name: function for module in [appendix_checks, ch02_checks, ch03_checks, ch04_checks, ch05_checks,
-                                        ch06_checks]
+ch07_checks, instruction_finetuning, ch07_previous, ch07_lora = import_from(
+    "ch07", "exercise_checks", "instruction_finetuning", "previous_chapters", "lora")
+CHECKS = {name: function
+          for module in [appendix_checks, ch02_checks, ch03_checks, ch04_checks, ch05_checks, ch06_checks, ch07_checks]
           for name, function in vars(module).items() if name.startswith("check_")}
 
 
@@ -459,6 +461,97 @@ def first_position(model, input_batch):
     return model(input_batch)[:, 0, :]
 
 
+# ---------------------------------------------------------------------------------------------------- Chapter 7
+
+@cache
+def ch07_train_data():
+    return instruction_finetuning.split_data(instruction_finetuning.load_instruction_data())[0]
+
+
+def phi3_prompt(entry, input_line="if any", input_first=False, end="\n"):
+    """A Phi-3 style prompt as the solution writes it; the arguments introduce a learner's mistakes."""
+    user = [entry["instruction"]]
+    if entry["input"] or input_line == "always":
+        user = [entry["input"], *user] if input_first else [*user, entry["input"]]
+    return "\n".join(["<|user|>", *user, "<|assistant|>"]) + end
+
+
+def ch07_71(prompt=phi3_prompt, with_output=True, swap=False):
+    def tokens(style):
+        return sum(len(BPE.encode(style(e) + (e["output"] if with_output else ""))) for e in ch07_train_data())
+
+    counts = [tokens(instruction_finetuning.format_prompt), tokens(prompt)]
+    alpaca, phi3 = reversed(counts) if swap else counts
+    return dict(format_prompt_phi3=prompt, alpaca_tokens=alpaca, phi3_tokens=phi3)
+
+
+def masked_dataset_class(pairs=True, length="tokens"):
+    """MaskedInstructionDataset for exercise 7.2 as the solution writes it, or with a learner's mistake."""
+
+    class MaskedInstructionDataset(Dataset):
+        def __init__(self, entries, tokenizer):
+            self.items = []
+            for entry in entries:
+                prompt = instruction_finetuning.format_prompt(entry)
+                ids = tokenizer.encode(prompt + entry["output"])
+                prompt_length = len(tokenizer.encode(prompt)) if length == "tokens" else len(prompt)
+                self.items.append((ids, prompt_length) if pairs else ids)
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, index):
+            return self.items[index]
+
+    return MaskedInstructionDataset
+
+
+def masked_collate(mask_end=-1, tensor="targets", mask_padding=True):
+    """collate_masked for exercise 7.2: masks positions up to prompt_length + mask_end of `tensor`."""
+    ignore = instruction_finetuning.IGNORE_INDEX
+
+    def collate_masked(batch, pad_token_id=50256, ignore_index=ignore, allowed_max_length=None, device="cpu"):
+        inputs, targets = instruction_finetuning.collate(
+            [ids for ids, _ in batch], pad_token_id, ignore_index if mask_padding else pad_token_id,
+            allowed_max_length, device)
+        masked = targets if tensor == "targets" else inputs
+        for row, (_, prompt_length) in enumerate(batch):
+            masked[row, :prompt_length + mask_end] = ignore_index
+        return inputs, targets
+
+    return collate_masked
+
+
+def ch07_72(dataset_class=None, collate_fn=None):
+    return dict(MaskedInstructionDataset=dataset_class or masked_dataset_class(),
+                collate_masked=collate_fn or masked_collate())
+
+
+def ch07_73(lora=True, layers="all", freeze=True, count="trainable", optimizer="own", train=True, rank=16):
+    torch.manual_seed(123)
+    model = ch07_previous.GPTModel(ch07_previous.GPTConfig(vocab_size=64, context_length=8, emb_dim=16, n_heads=2,
+                                                           n_layers=1))
+    if lora and layers == "all":
+        ch07_lora.add_lora(model, rank=16, alpha=16)
+    elif lora:  # only the attention's query and value projections, by hand
+        model.requires_grad_(False)
+        for block in model.trf_blocks:
+            block.att.W_query = ch07_lora.LinearWithLoRA(block.att.W_query, 16, 16)
+            block.att.W_value = ch07_lora.LinearWithLoRA(block.att.W_value, 16, 16)
+    if not freeze:
+        model.requires_grad_(True)
+    trainable, total = ch07_lora.count_parameters(model)
+    owner = model if optimizer == "own" else ch07_lora.add_lora(ch07_previous.GPTModel(model.cfg), 16, 16)
+    adamw = torch.optim.AdamW([p for p in owner.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.1)
+    if train:
+        ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+        loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        adamw.step()
+    return dict(lora_model=model, lora_optimizer=adamw, rank=rank,
+                trainable_params=trainable if count == "trainable" else total)
+
+
 # ---------------------------------------------------------------------------------------------------- The tables
 
 WRONG_ANSWERS = [
@@ -653,6 +746,40 @@ WRONG_ANSWERS = [
     Wrong("check_exercise_6_3", "the mean over all positions",
           lambda: dict(first_token_logits=lambda m, x: m(x).mean(dim=1)), "does not return the scores of the first"),
 
+    Wrong("check_exercise_7_1", "the Alpaca prompt", lambda: ch07_71(instruction_finetuning.format_prompt),
+          "still writes Alpaca's ### headers"),
+    Wrong("check_exercise_7_1", "no newline after <|assistant|>", lambda: ch07_71(partial(phi3_prompt, end="")),
+          "and a newline"),
+    Wrong("check_exercise_7_1", "a line for an empty input",
+          lambda: ch07_71(partial(phi3_prompt, input_line="always")), "an empty input adds no line"),
+    Wrong("check_exercise_7_1", "the input before the instruction",
+          lambda: ch07_71(partial(phi3_prompt, input_first=True)), "after the instruction"),
+    Wrong("check_exercise_7_1", "only the prompts counted", lambda: ch07_71(with_output=False),
+          "counts only the prompts"),
+    Wrong("check_exercise_7_1", "the two counts swapped", lambda: ch07_71(swap=True), "is not the number of tokens"),
+    Wrong("check_exercise_7_2", "the chapter's data set, without prompt lengths",
+          lambda: ch07_72(masked_dataset_class(pairs=False)), "should be (token_ids, prompt_length) pairs"),
+    Wrong("check_exercise_7_2", "the prompt length in characters",
+          lambda: ch07_72(masked_dataset_class(length="characters")), "length in characters"),
+    Wrong("check_exercise_7_2", "the first answer token masked as well", lambda: ch07_72(collate_fn=masked_collate(0)),
+          "the first token of the answer is masked too"),
+    Wrong("check_exercise_7_2", "the last prompt token left in", lambda: ch07_72(collate_fn=masked_collate(-2)),
+          "mask the targets of all prompt tokens"),
+    Wrong("check_exercise_7_2", "the inputs masked instead of the targets",
+          lambda: ch07_72(collate_fn=masked_collate(tensor="inputs")), "the inputs should stay"),
+    Wrong("check_exercise_7_2", "padding no longer masked",
+          lambda: ch07_72(collate_fn=masked_collate(mask_padding=False)), "padding after the first end-of-text"),
+    Wrong("check_exercise_7_3", "no LoRA at all", lambda: ch07_73(lora=False), "has no LinearWithLoRA layers"),
+    Wrong("check_exercise_7_3", "LoRA on the query and value projections only", lambda: ch07_73(layers="qv"),
+          "some linear layers have no LoRA"),
+    Wrong("check_exercise_7_3", "the pretrained weights not frozen", lambda: ch07_73(freeze=False),
+          "the pretrained weights should be frozen"),
+    Wrong("check_exercise_7_3", "all parameters counted", lambda: ch07_73(count="total"),
+          "counts all parameters"),
+    Wrong("check_exercise_7_3", "the optimizer of another model", lambda: ch07_73(optimizer="other"),
+          "does not optimize the LoRA matrices"),
+    Wrong("check_exercise_7_3", "not trained", lambda: ch07_73(train=False), "train the model"),
+    Wrong("check_exercise_7_3", "a different rank stated", lambda: ch07_73(rank=8), "do not have rank"),
 ]
 
 CORRECT_ANSWERS = {
@@ -682,6 +809,9 @@ CORRECT_ANSWERS = {
     "check_exercise_6_1": ch06_61,
     "check_exercise_6_2": ch06_62,
     "check_exercise_6_3": lambda: dict(first_token_logits=first_position),
+    "check_exercise_7_1": ch07_71,
+    "check_exercise_7_2": ch07_72,
+    "check_exercise_7_3": ch07_73,
 }
 
 
