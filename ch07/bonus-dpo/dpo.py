@@ -14,8 +14,8 @@ training loop that logs the loss, the reward margin and the preference accuracy.
 
 import copy
 import sys
-from functools import partial
 import time
+from functools import partial
 
 import matplotlib.pyplot as plt
 import torch

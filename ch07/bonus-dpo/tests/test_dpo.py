@@ -10,8 +10,18 @@ import torch
 
 import dpo
 from download import download
-from dpo import (PreferenceDataset, batch_log_probs, collate_preferences, create_preference_loader, dpo_loss,
-                 evaluate_dpo, frozen_reference, load_preference_data, response_log_probs, train_dpo)
+from dpo import (
+    PreferenceDataset,
+    batch_log_probs,
+    collate_preferences,
+    create_preference_loader,
+    dpo_loss,
+    evaluate_dpo,
+    frozen_reference,
+    load_preference_data,
+    response_log_probs,
+    train_dpo,
+)
 from previous_chapters import END_OF_TEXT_ID, GPTConfig, GPTModel, InstructionDataError, format_prompt, split_data
 
 # Small enough to be fast, with GPT-2's vocabulary so that real tokens and the <|endoftext|> padding fit.
