@@ -27,6 +27,8 @@ IDENTICAL_FILES = {
     "download.py": ROOT / "setup" / "download.py",
     "conftest.py": ROOT / "setup" / "conftest.py",
     "benchmarking.py": ROOT / "setup" / "benchmarking.py",
+    "gpt_download.py": ROOT / "ch05" / "gpt_download.py",
+    "tf_checkpoint.py": ROOT / "ch05" / "tf_checkpoint.py",
 }
 COPY_FILE = "previous_chapters.py"
 EXERCISE_NOTEBOOKS = {"exercises.ipynb", "exercise-solutions.ipynb"}
