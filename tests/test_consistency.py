@@ -3,8 +3,9 @@
 Chapter folders are self-contained, so they carry copies of earlier code. The copies are found by walking the
 course's files (tests/course_files.py skips virtual environments, hidden and build folders) and checked:
 
-* whole files copied unchanged into the folders that need them (``download.py``, ``conftest.py``,
-  ``benchmarking.py``): each is byte-identical to its source in ``setup/``;
+* whole files copied unchanged into the folders that need them (``download.py``, ``conftest.py`` and
+  ``benchmarking.py`` from ``setup/``, chapter 5's GPT-2 loader, chapter 6's LoRA module): each is byte-identical
+  to its source, listed in IDENTICAL_FILES (the sources themselves are course modules like any other);
 * ``previous_chapters.py`` files: each definition is AST-identical to the definition of the same name in a course
   module of another folder (found by name), and is used by its own folder: a copy carries only what its folder
   needs;
@@ -29,6 +30,7 @@ IDENTICAL_FILES = {
     "benchmarking.py": ROOT / "setup" / "benchmarking.py",
     "gpt_download.py": ROOT / "ch05" / "gpt_download.py",
     "tf_checkpoint.py": ROOT / "ch05" / "tf_checkpoint.py",
+    "lora.py": ROOT / "ch06" / "bonus-lora" / "lora.py",
 }
 COPY_FILE = "previous_chapters.py"
 EXERCISE_NOTEBOOKS = {"exercises.ipynb", "exercise-solutions.ipynb"}
@@ -64,7 +66,7 @@ def file_definitions(path):
 def course_modules(root=ROOT):
     """Course code that is nobody's copy: modules in course folders, without tests, copies and copied files."""
     return [p for p in course_files("*.py", root) if in_course_folder(p, root) and not p.name.startswith("test_")
-            and p.name not in {COPY_FILE, *IDENTICAL_FILES}]
+            and p.name != COPY_FILE and IDENTICAL_FILES.get(p.name, p) == p]
 
 
 def label(path, root=ROOT):
