@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 import torch
 from gguf import GGMLQuantizationType as Q
+from transformers import LlamaConfig as HFLlamaConfig
+from transformers import LlamaForCausalLM
+
 from llama import (
     GGUFTokenizer,
     GroupedQueryAttention,
@@ -27,8 +30,6 @@ from llama import (
 )
 from previous_chapters import LayerNorm, MultiHeadAttention
 from previous_chapters import generate as generate_without_cache
-from transformers import LlamaConfig as HFLlamaConfig
-from transformers import LlamaForCausalLM
 
 TINY = LlamaConfig(vocab_size=97, context_length=16, emb_dim=48, hidden_dim=80, n_heads=6, n_kv_heads=2, n_layers=2,
                    rope_base=500.0)
@@ -271,7 +272,8 @@ def write_gguf(path, model, skip=(), architecture="llama", extra=None):
             f"blk.{i}.attn_norm.weight": block.norm1.weight, f"blk.{i}.ffn_norm.weight": block.norm2.weight,
             f"blk.{i}.attn_q.weight": permute_like_llama_cpp(block.att.W_query.weight, cfg.n_heads),
             f"blk.{i}.attn_k.weight": permute_like_llama_cpp(block.att.W_key.weight, cfg.n_kv_heads),
-            f"blk.{i}.attn_v.weight": block.att.W_value.weight, f"blk.{i}.attn_output.weight": block.att.out_proj.weight,
+            f"blk.{i}.attn_v.weight": block.att.W_value.weight,
+            f"blk.{i}.attn_output.weight": block.att.out_proj.weight,
             f"blk.{i}.ffn_gate.weight": block.ff.gate.weight, f"blk.{i}.ffn_up.weight": block.ff.up.weight,
             f"blk.{i}.ffn_down.weight": block.ff.down.weight})
     tensors.update(extra or {})
@@ -385,4 +387,4 @@ def test_smollm2_logits_and_greedy_tokens_match_transformers(smollm2, reference)
 
 
 def test_smollm2_answers_a_question(smollm2):
-    assert "Paris" in chat(*smollm2, "What is the capital of France?", max_new_tokens=20)
+    assert "Paris" in chat(*smollm2, "What is the capital of France?", max_new_tokens=8)
