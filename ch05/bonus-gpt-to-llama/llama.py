@@ -3,7 +3,7 @@
 The model is the course's GPT with the changes the Llama family made: RMSNorm instead of LayerNorm, a SwiGLU
 feed-forward (SiLU-gated) instead of GELU, rotary position embeddings (RoPE) instead of learned absolute ones,
 grouped-query attention (several query heads share one key/value head), no bias terms, and a token-embedding
-matrix shared with the output head. ``forward`` takes an optional key/value cache; ``generate`` uses one.
+matrix shared with the output head. ``forward`` takes an optional key/value cache; ``generate`` (greedy) uses one.
 
 ``load_gguf`` reads a GGUF file with the ``gguf`` package: the configuration from its metadata, the weights
 dequantized from Q4_1, Q8_0, F16 or F32 (with llama.cpp's query/key row permutation undone), and the tokenizer
@@ -220,29 +220,20 @@ class LlamaModel(nn.Module):
         return self.out_head(self.final_norm(x))
 
 
-def generate(model, token_ids, max_new_tokens, temperature=0.0, top_k=None, eos_id=None):
-    """Append up to ``max_new_tokens`` tokens to ``token_ids`` (batch, tokens), using a key/value cache.
+def generate(model, token_ids, max_new_tokens, eos_id=None):
+    """Append up to ``max_new_tokens`` greedily chosen tokens to ``token_ids`` (batch, tokens), with a KV cache.
 
-    The prompt is processed once; after that each step feeds only the newest token through the model. Decoding
-    as in chapter 5: ``temperature`` 0 is greedy, a positive one samples from softmax(logits / temperature),
-    ``top_k`` keeps the k most likely tokens, and a sequence that produced ``eos_id`` is padded with it; generation
-    stops when every sequence has.
+    The prompt is processed once; after that each step feeds only the newest token through the model. The tokens
+    are those of chapter 5's ``generate`` at temperature 0 (which also samples, without a cache): a sequence that
+    produced ``eos_id`` is padded with it, and generation stops when every sequence has.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be 0 (greedy) or positive, got {temperature}")
     cache = KVCache(model.cfg)
     finished = torch.zeros(token_ids.shape[0], 1, dtype=torch.bool, device=token_ids.device)
     new_ids = token_ids
     for _ in range(max_new_tokens):
         with torch.no_grad():
             logits = model(new_ids, cache)[:, -1, :]  # (batch, vocab_size)
-        if top_k is not None:
-            kth_best = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (batch, 1)
-            logits = logits.masked_fill(logits < kth_best, -torch.inf)
-        if temperature > 0:
-            new_ids = torch.multinomial(torch.softmax(logits / temperature, dim=-1), num_samples=1)  # (batch, 1)
-        else:
-            new_ids = torch.argmax(logits, dim=-1, keepdim=True)  # (batch, 1)
+        new_ids = torch.argmax(logits, dim=-1, keepdim=True)  # (batch, 1)
         if eos_id is not None:
             new_ids = new_ids.masked_fill(finished, eos_id)
             finished = finished | (new_ids == eos_id)
