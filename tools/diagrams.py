@@ -1,0 +1,825 @@
+"""Draw the course's diagrams and place them in the chapter notebooks.
+
+    python tools/diagrams.py                      # redraw every diagram and update the notebooks
+    python tools/diagrams.py ch03/causal-mask     # only this one (FOLDER/NAME)
+
+Every diagram is drawn with matplotlib (its bundled DejaVu fonts, a fixed size and dpi) and saved as a PNG in the
+``figures/`` folder of its chapter, where READMEs can show it. Inside a notebook it is a markdown cell whose image
+is the PNG itself as a ``data:image/png;base64`` URI, so it travels inside the ``.ipynb`` file: Colab opens a single
+notebook without its folder and does not draw markdown *attachments* (googlecolab/colabtools#3836), while it, GitHub,
+JupyterLab, VS Code and nbconvert draw data URIs (setup/figures.md says which renderers were checked and how).
+
+Where a diagram shows numbers they are computed here with the chapter's own data and code: GPT-2's tokenizer
+(tiktoken), the toy inputs and logits the notebooks use (tests/test_diagrams.py checks they are still the
+notebooks'), chapter 7's ``collate`` on real entries of its data set, autograd on appendix A's example.
+"""
+
+import argparse
+import base64
+import functools
+import importlib.util
+import json
+import math
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import FancyBboxPatch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DPI = 100
+FONT = 10
+EDGE = "#4d4d4d"
+INK = "#222222"
+MUTED = "#666666"
+COLORS = {  # one meaning per colour in every diagram
+    "text": "#fbe3c2",  # raw text, prompts
+    "token": "#cfe3f5",  # tokens, inputs
+    "id": "#dcefd0",  # ids, numbers
+    "vector": "#e6d9f2",  # embeddings, vectors, hidden states
+    "target": "#fbd3c0",  # targets, outputs, losses
+    "layer": "#eeeeee",  # layers and operations
+    "train": "#bfe6c6",  # trainable
+    "frozen": "#d9d9d9",  # frozen
+    "masked": "#f3c1c1",  # masked / ignored
+    "accent": "#e8912d",  # highlight lines and bars
+    "bar": "#5b8fc7",  # plain bars
+}
+plt.rcParams.update({"font.family": "DejaVu Sans", "font.size": FONT, "svg.hashsalt": "course",
+                     "path.simplify": False})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# drawing helpers: every diagram is a blank canvas measured in inches, so positions read as sizes on the page
+
+
+def canvas(width, height):
+    """A figure of ``width`` x ``height`` inches whose axes use inches as data coordinates, origin bottom left."""
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
+    ax.axis("off")
+    return fig, ax
+
+
+def box(ax, x, y, w, h, text="", color="layer", fontsize=FONT, weight="normal", edge=EDGE, style="round", **kw):
+    """A rounded box with lower-left corner (x, y) and centred text; returns its centre."""
+    pad = 0.04 if style == "round" else 0
+    ax.add_patch(FancyBboxPatch((x + pad, y + pad), w - 2 * pad, h - 2 * pad,
+                                boxstyle=f"round,pad={pad}" if style == "round" else "square,pad=0",
+                                facecolor=COLORS.get(color, color), edgecolor=edge, linewidth=1.0))
+    if text:
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=fontsize, color=INK,
+                fontweight=weight, **kw)
+    return x + w / 2, y + h / 2
+
+
+def arrow(ax, start, end, text=None, color=EDGE, style="-|>", offset=(0.08, 0), ha="left", fontsize=FONT - 1,
+          connection="arc3"):
+    """An arrow from ``start`` to ``end``, with an optional label beside its middle."""
+    ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle=style, color=color, lw=1.2,
+                                                          shrinkA=0, shrinkB=0, connectionstyle=connection))
+    if text:
+        ax.text((start[0] + end[0]) / 2 + offset[0], (start[1] + end[1]) / 2 + offset[1], text, ha=ha,
+                va="center", fontsize=fontsize, color=MUTED)
+
+
+def title(ax, x, y, text, fontsize=FONT + 2, ha="left"):
+    ax.text(x, y, text, ha=ha, va="center", fontsize=fontsize, fontweight="bold", color=INK)
+
+
+def note(ax, x, y, text, ha="left", fontsize=FONT - 1, color=MUTED, **kw):
+    ax.text(x, y, text, ha=ha, va="center", fontsize=fontsize, color=color, **kw)
+
+
+def shown(token):
+    """A token as drawn: its leading space visible as a small open box."""
+    return token.replace(" ", "\u2423").replace("\n", "\\n")
+
+
+def gpt2_tokens(text):
+    """GPT-2's token ids for ``text`` and the text of each token."""
+    import tiktoken
+
+    tokenizer = tiktoken.get_encoding("gpt2")
+    ids = tokenizer.encode(text)
+    return ids, [tokenizer.decode([i]) for i in ids]
+
+
+def load_module(path, name):
+    """Import the module at ``path`` (with its folder first on sys.path, as when run from there)."""
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(path.parent))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# chapter 2
+
+CH02_SENTENCE = "Your journey starts with one step."
+CH02_WINDOW_TEXT = "Every effort moves you forward, one small step at a time."
+
+
+def ch02_text_to_vectors():
+    ids, tokens = gpt2_tokens(CH02_SENTENCE)
+    fig, ax = canvas(8.4, 4.6)
+    left, cell, gap = 1.9, 0.86, 0.06
+    rows = {"text": 4.05, "tokens": 3.05, "ids": 2.05, "vectors": 0.25}
+    labels = {"text": "text", "tokens": "tokens", "ids": "token ids", "vectors": "embedding\nvectors"}
+    for key, y in rows.items():
+        note(ax, 0.15, y + (0.3 if key != "vectors" else 0.65), labels[key], fontsize=FONT, color=INK)
+    width = len(tokens) * (cell + gap) - gap
+    box(ax, left, rows["text"], width, 0.55, f'"{CH02_SENTENCE}"', "text", fontsize=FONT + 1)
+    rng = __import__("random").Random(123)
+    for i, (token, token_id) in enumerate(zip(tokens, ids)):
+        x = left + i * (cell + gap)
+        box(ax, x, rows["tokens"], cell, 0.55, shown(token), "token")
+        box(ax, x, rows["ids"], cell, 0.55, str(token_id), "id")
+        for j in range(6):  # a few entries of the vector, shaded by a made-up value
+            shade = rng.uniform(0.15, 0.85)
+            ax.add_patch(plt.Rectangle((x + 0.23, rows["vectors"] + 0.2 * j), 0.4, 0.2, edgecolor=EDGE, lw=0.6,
+                                       facecolor=plt.cm.Purples(shade)))
+        note(ax, x + cell / 2, rows["vectors"] + 1.32, "\u22ee", ha="center", fontsize=FONT + 1)
+    right = left + width + 0.15
+    note(ax, right, rows["text"] - 0.22, "tokenizer: split into known pieces")
+    note(ax, right, rows["tokens"] - 0.22, "vocabulary: piece \u2192 id (50,257 ids)")
+    note(ax, right, rows["ids"] - 0.45, "embedding layer: row `id` of a\n50,257 \u00d7 768 matrix (GPT-2 small)")
+    for y_from, y_to in [(rows["text"], rows["tokens"] + 0.55), (rows["tokens"], rows["ids"] + 0.55),
+                         (rows["ids"], rows["vectors"] + 1.5)]:
+        arrow(ax, (left + width / 2, y_from), (left + width / 2, y_to))
+    note(ax, right, rows["vectors"] + 0.55, "768 numbers per token;\nrandom at first, learned\nin training")
+    return fig
+
+
+def ch02_sliding_windows():
+    ids, tokens = gpt2_tokens(CH02_WINDOW_TEXT)
+    max_length = stride = 4
+    fig, ax = canvas(8.4, 3.7)
+    cell, left = 0.62, 0.9
+    title(ax, 0.15, 3.45, f"max_length = {max_length}, stride = {stride}: each window is an input x, its target "
+                          "y is x moved one token on")
+    for i, token in enumerate(tokens):
+        box(ax, left + i * cell, 2.6, cell, 0.5, shown(token), "layer", fontsize=FONT - 1)
+        note(ax, left + (i + 0.5) * cell, 2.45, str(i), ha="center", fontsize=FONT - 2)
+    note(ax, 0.15, 2.85, "text", color=INK, fontsize=FONT)
+    n_windows = (len(ids) - 1 - max_length) // stride + 1  # windows whose target fits in the text
+    for w in range(n_windows):
+        start, y = w * stride, 1.6 - w * 0.85
+        note(ax, 0.15, y + 0.45, f"window {w + 1}", color=INK, fontsize=FONT - 1)
+        for k in range(max_length):
+            box(ax, left + (start + k) * cell, y + 0.3, cell, 0.32, str(ids[start + k]), "token", fontsize=FONT - 1)
+            box(ax, left + (start + k + 1) * cell, y - 0.05, cell, 0.32, str(ids[start + k + 1]), "target",
+                fontsize=FONT - 1)
+        note(ax, left + (start + max_length + 1) * cell + 0.1, y + 0.46, "x (input ids)", fontsize=FONT - 2)
+        note(ax, left + (start + max_length + 1) * cell + 0.1, y + 0.11, "y (target ids)", fontsize=FONT - 2)
+    note(ax, 0.15, 0.12, f"GPT-2 token ids; {len(ids)} tokens give {n_windows} windows. With stride 1 the windows "
+                         "would overlap in all but one token.", fontsize=FONT - 1)
+    return fig
+
+
+def ch02_token_position_embeddings():
+    fig, ax = canvas(8.4, 3.9)
+    cell, h = 0.28, 0.22
+    import torch
+
+    torch.manual_seed(123)
+    token_vectors, position_vectors = torch.rand(4, 6), torch.rand(4, 6)
+    groups = [("token embeddings", token_vectors, 0.35, "tok_emb(ids)"),
+              ("position embeddings", position_vectors, 3.05, "pos_emb(0..3)"),
+              ("input embeddings", (token_vectors + position_vectors) / 2, 5.75, "what block 1 receives")]
+    for name, values, x0, caption in groups:
+        title(ax, x0 + 1.1, 3.55, name, fontsize=FONT + 1, ha="center")
+        note(ax, x0 + 1.1, 3.25, caption, ha="center")
+        for t in range(4):
+            x = x0 + t * 0.58
+            for j in range(6):
+                ax.add_patch(plt.Rectangle((x, 1.45 + j * h), cell, h, edgecolor=EDGE, lw=0.6,
+                                           facecolor=plt.cm.Purples(0.15 + 0.7 * float(values[t, j]))))
+            note(ax, x + cell / 2, 1.2, f"pos {t}" if name == "position embeddings" else f"token {t}",
+                 ha="center", fontsize=FONT - 2)
+    ax.text(2.8, 2.1, "+", fontsize=22, ha="center", va="center", color=INK)
+    ax.text(5.5, 2.1, "=", fontsize=22, ha="center", va="center", color=INK)
+    note(ax, 1.1 + 0.35, 0.8, "(8, 4, 256)\nbatch, tokens, dim", ha="center", color=INK)
+    note(ax, 1.1 + 3.05, 0.8, "(4, 256)\nsame for every row\nof the batch", ha="center", color=INK)
+    note(ax, 1.1 + 5.75, 0.8, "(8, 4, 256)", ha="center", color=INK)
+    note(ax, 0.15, 0.2, "Shapes as in section 2.10 (batches of 8 windows of 4 tokens, 256 dimensions; GPT-2 small uses "
+                        "768). Shades stand for numbers.", fontsize=FONT - 1)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# chapter 3
+
+CH03_WORDS = ["Bright", "stars", "guide", "sailors", "across", "oceans"]
+CH03_INPUTS = [[0.62, 0.18, 0.91], [0.55, 0.22, 0.84], [0.12, 0.77, 0.30],
+               [0.21, 0.69, 0.15], [0.08, 0.35, 0.52], [0.48, 0.41, 0.73]]  # ch03.ipynb, section 3.2
+
+
+def ch03_attention_weights():
+    import torch
+
+    inputs = torch.tensor(CH03_INPUTS)
+    query = inputs[2]
+    scores = inputs @ query
+    weights = torch.softmax(scores, dim=0)
+    context = weights @ inputs
+    fig, ax = canvas(8.4, 4.3)
+    columns = {"word": 0.2, "x": 1.3, "score": 3.55, "weight": 5.1}
+    heads = {"word": "token", "x": "input vector x\u1d62", "score": "score \u03c9\u1d62 = x\u1d62 \u00b7 q",
+             "weight": "weight \u03b1\u1d62 = softmax(\u03c9)\u1d62"}
+    for key, x in columns.items():
+        title(ax, x, 3.95, heads[key], fontsize=FONT)
+    for i, word in enumerate(CH03_WORDS):
+        y = 3.3 - i * 0.42
+        is_query = i == 2
+        box(ax, columns["word"], y, 0.95, 0.34, word, "text" if is_query else "token", fontsize=FONT - 1,
+            weight="bold" if is_query else "normal")
+        note(ax, columns["x"], y + 0.17, "[" + ", ".join(f"{v:.2f}" for v in CH03_INPUTS[i]) + "]", color=INK)
+        note(ax, columns["score"], y + 0.17, f"{scores[i]:.4f}", color=INK)
+        ax.add_patch(plt.Rectangle((columns["weight"], y + 0.05), 5 * float(weights[i]), 0.24,
+                                   facecolor=COLORS["accent"] if is_query else COLORS["bar"], edgecolor="none"))
+        note(ax, columns["weight"] + 5 * float(weights[i]) + 0.08, y + 0.17, f"{weights[i]:.4f}", color=INK)
+    note(ax, 0.2, 0.62, "query q = x of \"guide\"; the weights sum to 1", color=INK)
+    note(ax, 0.2, 0.25, "context vector z = \u03a3\u1d62 \u03b1\u1d62 x\u1d62 = [" +
+         ", ".join(f"{v:.4f}" for v in context) + "]", color=INK, fontsize=FONT, fontweight="bold")
+    return fig
+
+
+def ch03_qkv_projections():
+    fig, ax = canvas(8.4, 4.2)
+    box(ax, 0.2, 1.7, 1.3, 0.8, "inputs X\n(6, 3)", "token")
+    rows = [("W_query", "queries Q", 3.2), ("W_key", "keys K", 2.0), ("W_value", "values V", 0.8)]
+    for weight, name, y in rows:
+        arrow(ax, (1.5, 2.1), (2.1, y + 0.3))
+        box(ax, 2.1, y, 1.3, 0.6, f"{weight}\n(3, 2)", "train", fontsize=FONT - 1)
+        arrow(ax, (3.4, y + 0.3), (3.8, y + 0.3))
+        box(ax, 3.8, y, 1.1, 0.6, f"{name}\n(6, 2)", "vector", fontsize=FONT - 1)
+    box(ax, 5.45, 2.55, 1.3, 0.8, "scores\nQ Kᵀ\n(6, 6)", "id", fontsize=FONT - 1)
+    arrow(ax, (4.9, 3.5), (5.45, 3.1))
+    arrow(ax, (4.9, 2.3), (5.45, 2.8))
+    box(ax, 7.0, 2.55, 1.3, 0.8, "weights\n(6, 6)", "id", fontsize=FONT - 1)
+    arrow(ax, (6.75, 2.95), (7.0, 2.95))
+    note(ax, 6.2, 3.6, "softmax(scores / \u221a2)", ha="center")
+    box(ax, 7.0, 0.8, 1.3, 0.8, "context\nweights @ V\n(6, 2)", "target", fontsize=FONT - 1)
+    arrow(ax, (7.65, 2.55), (7.65, 1.6))
+    arrow(ax, (4.9, 1.1), (7.0, 1.1))
+    note(ax, 0.2, 0.25, "Section 3.3's example: 6 tokens, d_in = 3, d_out = 2 (\u221ad_k = \u221a2). Green: trained. "
+                        "Each row of the context is one token's output.", fontsize=FONT - 1)
+    return fig
+
+
+def ch03_causal_mask():
+    import torch
+
+    inputs = torch.tensor(CH03_INPUTS)
+    scores = inputs @ inputs.T
+    mask = torch.triu(torch.ones(6, 6), diagonal=1).bool()
+    masked = scores.masked_fill(mask, -torch.inf)
+    weights = torch.softmax(masked, dim=-1)
+    fig, ax = canvas(8.4, 4.3)
+    size = 0.5
+    panels = [("scores, future masked to \u2212\u221e", masked, 0.9), ("weights = softmax per row", weights, 5.0)]
+    for name, values, x0 in panels:
+        title(ax, x0, 4.05, name, fontsize=FONT)
+        for i in range(6):
+            note(ax, x0 - 0.08, 3.35 - i * size, CH03_WORDS[i], ha="right", fontsize=FONT - 2, color=INK)
+            for j in range(6):
+                future = bool(mask[i, j])
+                box(ax, x0 + j * size, 3.1 - i * size, size, size,
+                    "\u2212\u221e" if future and values is masked else f"{values[i, j]:.2f}",
+                    "masked" if future else ("id" if values is masked else "vector"), fontsize=FONT - 3,
+                    style="square")
+        for j in range(6):
+            ax.text(x0 + (j + 0.5) * size, 3.68, CH03_WORDS[j], rotation=40, ha="left", va="bottom",
+                    fontsize=FONT - 3, color=INK)
+    arrow(ax, (4.05, 1.9), (4.6, 1.9))
+    note(ax, 0.2, 0.3, "Row i is token i looking back: it may use tokens 0..i only. Red cells are the mask; after "
+                       "the softmax they are 0\nand each row still sums to 1. (Illustrated with section 3.2's "
+                       "untrained scores x\u1d62 \u00b7 x\u2c7c.)", fontsize=FONT - 1)
+    return fig
+
+
+def ch03_multi_head():
+    fig, ax = canvas(8.4, 5.0)
+    steps = [("x", "(batch, tokens, 768)", "token"),
+             ("W_query(x), W_key(x), W_value(x)", "(batch, tokens, 768) each", "vector"),
+             (".view(batch, tokens, 12, 64)", "(batch, tokens, 12, 64)", "vector"),
+             (".transpose(1, 2): one attention per head", "(batch, 12, tokens, 64)", "vector"),
+             ("masked softmax(Q Kᵀ / \u221a64) @ V", "(batch, 12, tokens, 64)", "target"),
+             (".transpose(1, 2).reshape(...): heads side by side", "(batch, tokens, 768)", "vector"),
+             ("out_proj: Linear(768, 768) mixes the heads", "(batch, tokens, 768)", "train")]
+    for k, (operation, shape, color) in enumerate(steps):
+        y = 4.35 - k * 0.62
+        box(ax, 0.2, y, 3.9, 0.46, operation, color, fontsize=FONT - 1)
+        note(ax, 4.2, y + 0.23, shape, color=INK, fontsize=FONT - 1)
+        if k:
+            arrow(ax, (2.15, y + 0.62), (2.15, y + 0.46))
+    title(ax, 6.55, 4.6, "one token's 768 numbers", fontsize=FONT, ha="center")
+    colours = plt.cm.tab20.colors
+    for h in range(12):
+        ax.add_patch(plt.Rectangle((5.0 + h * 0.26, 3.9), 0.26, 0.4, facecolor=colours[h], edgecolor="white"))
+    note(ax, 6.55, 3.65, "split into 12 heads of 64", ha="center")
+    for h in range(12):
+        ax.add_patch(plt.Rectangle((5.4, 3.15 - h * 0.2), 2.3, 0.18, facecolor=colours[h], edgecolor="white"))
+        note(ax, 7.75, 3.24 - h * 0.2, f"head {h}", fontsize=FONT - 3)
+    note(ax, 6.55, 0.5, "each head attends on its own,\nthen they are concatenated", ha="center")
+    note(ax, 0.2, 0.15, "GPT-2 small: d_out = 768, 12 heads, head_dim = 768 / 12 = 64 (MultiHeadAttention, "
+                        "chapter 3).", fontsize=FONT - 1)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# chapter 4
+
+
+def ch04_gpt_model():
+    fig, ax = canvas(8.4, 6.2)
+    x, w = 0.4, 3.6
+    stack = [("token ids", "(batch, tokens)", "id", 0.45),
+             ("tok_emb: Embedding(50,257, 768)\n+ pos_emb: Embedding(1,024, 768)", "(batch, tokens, 768)",
+              "vector", 0.7),
+             ("drop_emb: Dropout(0.1)", "", "layer", 0.45),
+             ("trf_blocks: 12 \u00d7 TransformerBlock", "(batch, tokens, 768)", "layer", 1.25),
+             ("final_norm: LayerNorm(768)", "", "layer", 0.45),
+             ("out_head: Linear(768, 50,257)", "", "layer", 0.45),
+             ("logits: a score for every\nvocabulary token at every position", "(batch, tokens, 50,257)",
+              "target", 0.7)]
+    y = 0.35
+    centres = []
+    for text, shape, color, h in reversed(stack):
+        if text.startswith("trf_blocks"):
+            for k in range(3):
+                box(ax, x + 0.15 + 0.1 * k, y + 0.1 + 0.08 * (2 - k), w - 0.3, h - 0.35, "", "layer")
+            ax.text(x + w / 2 + 0.1, y + h / 2, text, ha="center", va="center", fontsize=FONT, color=INK)
+        else:
+            box(ax, x, y, w, h, text, color)
+        if shape:
+            note(ax, x + w + 0.15, y + h / 2, shape, color=INK)
+        centres.append((y, y + h))
+        y += h + 0.3
+    for (_, top), (bottom, _) in zip(centres, centres[1:]):
+        arrow(ax, (x + w / 2, bottom), (x + w / 2, top))
+    note(ax, 6.0, 4.2, "Each transformer block:\nLayerNorm \u2192 multi-head\nattention (12 heads) \u2192 "
+                       "shortcut +\nLayerNorm \u2192 feed forward\n(768 \u2192 3,072 \u2192 768, GELU)"
+                       " \u2192 shortcut +", color=INK)
+    note(ax, 6.0, 2.4, "GPTModel with GPT_CONFIG_124M:\ncontext_length 1,024, emb_dim 768,\n"
+                       "n_heads 12, n_layers 12,\ndrop_rate 0.1", color=INK)
+    note(ax, 6.0, 1.0, "Read bottom to top.", color=MUTED)
+    return fig
+
+
+def ch04_transformer_block():
+    fig, ax = canvas(8.4, 6.6)
+    x, w = 1.6, 3.0
+    layers = [("norm1: LayerNorm", "layer", 0.75), ("att: MultiHeadAttention\n12 heads, causal mask", "vector", 1.45),
+              ("drop_shortcut: Dropout", "layer", 2.3),
+              ("norm2: LayerNorm", "layer", 3.55),
+              ("ff: Linear(768, 3,072) \u2192 GELU\n\u2192 Linear(3,072, 768)", "vector", 4.25),
+              ("drop_shortcut: Dropout", "layer", 5.1)]
+    note(ax, x + w / 2, 0.15, "x  (batch, tokens, 768)", ha="center", color=INK)
+    for text, color, y in layers:
+        box(ax, x, y, w, 0.5 if "\n" not in text else 0.6, text, color, fontsize=FONT - 1)
+    adds = [3.0, 5.8]
+    for y in adds:
+        ax.add_patch(plt.Circle((x + w / 2, y + 0.15), 0.17, facecolor="white", edgecolor=EDGE))
+        ax.text(x + w / 2, y + 0.15, "+", ha="center", va="center", fontsize=FONT + 2)
+    flow = [0.3, 0.75, 1.25, 1.45, 2.05, 2.3, 2.8, 2.98, 3.32, 3.55, 4.05, 4.25, 4.85, 5.1, 5.6, 5.78, 6.12, 6.45]
+    for a, b in zip(flow[::2], flow[1::2]):
+        arrow(ax, (x + w / 2, a), (x + w / 2, b))
+    note(ax, x + w / 2, 6.55, "output: same shape as x", ha="center", color=INK)
+    for y0, y1 in [(0.5, 3.15), (3.42, 5.95)]:  # the shortcuts: around each branch, into its "+"
+        ax.annotate("", xy=(x + w / 2 - 0.17, y1), xytext=(x + w / 2, y0),
+                    arrowprops=dict(arrowstyle="-|>", color=COLORS["accent"], lw=1.8,
+                                    connectionstyle="angle,angleA=180,angleB=-90,rad=0"
+                                    if False else "bar,angle=180,fraction=-0.25"))
+    note(ax, 0.1, 1.9, "shortcut:\nx + branch(x)", color=COLORS["accent"], fontsize=FONT - 1)
+    note(ax, 0.1, 4.7, "shortcut", color=COLORS["accent"], fontsize=FONT - 1)
+    note(ax, 5.0, 5.3, "GELU sits inside the feed-forward\nbranch, between its two layers", color=INK)
+    note(ax, 5.0, 3.1, "LayerNorm comes *before* each\nbranch (pre-LayerNorm), and once\nmore after the last "
+                       "block\n(final_norm)", color=INK)
+    note(ax, 5.0, 1.3, "The shortcut adds the input back,\nso gradients reach early blocks", color=INK)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# training loops (chapter 5 and appendix A)
+
+
+def draw_loop(steps, heading, footnote, after=None):
+    """A cycle of ``steps`` (text, colour) drawn clockwise, an optional box for what happens ``after`` each pass."""
+    fig, ax = canvas(8.4, 4.4)
+    title(ax, 0.2, 4.15, heading)
+    cx, cy, rx, ry = 3.2, 2.05, 2.2, 1.35
+    n = len(steps)
+    points = []
+    for k, (text, color) in enumerate(steps):
+        angle = math.pi / 2 - 2 * math.pi * k / n
+        points.append((cx + rx * math.cos(angle), cy + ry * math.sin(angle)))
+        box(ax, points[-1][0] - 1.05, points[-1][1] - 0.3, 2.1, 0.6, text, color, fontsize=FONT - 1)
+    for k in range(n):
+        (x0, y0), (x1, y1) = points[k], points[(k + 1) % n]
+        length = math.hypot(x1 - x0, y1 - y0)
+        shrink = 0.42 / length
+        arrow(ax, (x0 + (x1 - x0) * shrink * 1.3, y0 + (y1 - y0) * shrink),
+              (x1 - (x1 - x0) * shrink * 1.3, y1 - (y1 - y0) * shrink), connection="arc3,rad=-0.25")
+    note(ax, cx, cy, "for each\nbatch", ha="center", color=INK, fontsize=FONT)
+    if after:
+        box(ax, 6.0, 1.55, 2.25, 1.0, after, "id", fontsize=FONT - 1)
+    note(ax, 0.2, 0.2, footnote, fontsize=FONT - 1)
+    return fig
+
+
+def ch05_training_loop():
+    return draw_loop([("input batch, target batch\nfrom the train loader", "token"),
+                      ("optimizer.zero_grad()", "layer"),
+                      ("loss = cross-entropy of\nmodel(inputs) vs targets", "target"),
+                      ("loss.backward()\ngradients for all weights", "layer"),
+                      ("optimizer.step()\nAdamW updates weights", "train")],
+                     "The training loop of chapter 5 (train in pretraining.py)",
+                     "One pass over the training loader is an epoch.",
+                     after="every eval_freq steps:\ntrain & validation loss\n\nafter each epoch:\nprint a sample text")
+
+
+def appendix_a_training_loop():
+    return draw_loop([("features, labels\nfrom the DataLoader", "token"),
+                      ("logits = model(features)", "vector"),
+                      ("loss = F.cross_entropy(\nlogits, labels)", "target"),
+                      ("optimizer.zero_grad()\nloss.backward()", "layer"),
+                      ("optimizer.step()\nSGD: w -= lr \u00b7 grad", "train")],
+                     "The training loop of appendix A (train_one_epoch)",
+                     "model.train() before training, model.eval() and torch.no_grad() to evaluate. "
+                     "One pass over the loader is an epoch.",
+                     after="after each epoch:\ncompute_accuracy on\nthe training and\ntest loaders")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# chapter 5: decoding
+
+CH05_VOCAB = ["silent", "dusty", "broken", "tuned", "sold", "painted", "purple", "singing"]
+CH05_LOGITS = [4.0, 3.6, 2.9, 2.0, 1.7, 0.6, -0.8, -1.5]  # ch05.ipynb, section 5.3.1
+
+
+def ch05_temperature_top_k():
+    import torch
+
+    logits = torch.tensor(CH05_LOGITS)
+    panels = [(f"temperature {t}", torch.softmax(logits / t, dim=0)) for t in (0.5, 1.0, 3.0)]
+    kth_best = torch.topk(logits, 3).values[-1]
+    panels.append(("top-k = 3, temperature 1", torch.softmax(logits.masked_fill(logits < kth_best, -torch.inf), 0)))
+    fig, axes = plt.subplots(1, 4, figsize=(8.4, 3.1), sharey=True)
+    for ax, (name, probs) in zip(axes, panels):
+        ax.bar(range(len(CH05_VOCAB)), probs.tolist(), color=COLORS["accent"] if "top" in name else COLORS["bar"])
+        ax.set_title(name, fontsize=FONT)
+        ax.set_xticks(range(len(CH05_VOCAB)), CH05_VOCAB, rotation=60, fontsize=FONT - 2)
+        ax.tick_params(axis="y", labelsize=FONT - 2)
+        ax.set_ylim(0, 1)
+        ax.spines[["top", "right"]].set_visible(False)
+        for i, p in enumerate(probs.tolist()):
+            if p >= 0.005:
+                ax.text(i, p + 0.02, f"{p:.2f}", ha="center", fontsize=FONT - 4)
+    axes[0].set_ylabel("probability of the next word")
+    fig.suptitle('softmax(logits / T) for "The old piano in the corner was ..." (the toy logits of section 5.3.1)',
+                 fontsize=FONT)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# chapter 6
+
+
+def ch06_head_swap():
+    fig, ax = canvas(8.4, 5.2)
+    parts = [("tok_emb + pos_emb", "frozen"), ("TransformerBlock 1", "frozen"), ("\u22ee", "none"),
+             ("TransformerBlock 11", "frozen"), ("TransformerBlock 12", "train"), ("final_norm", "train")]
+    for side, x0, head, head_color in [("GPT-2 (chapter 5)", 0.3, "out_head: Linear(768, 50,257)", "layer"),
+                                       ("spam classifier (chapter 6)", 4.6, "out_head: Linear(768, 2), new", "train")]:
+        title(ax, x0 + 1.6, 4.95, side, fontsize=FONT + 1, ha="center")
+        y = 0.75
+        for text, color in parts:
+            if color == "none":
+                note(ax, x0 + 1.6, y + 0.15, text, ha="center", color=INK, fontsize=FONT + 2)
+                y += 0.4
+                continue
+            box(ax, x0, y, 3.2, 0.48, text, "layer" if side.startswith("GPT") else color, fontsize=FONT - 1)
+            y += 0.6
+        box(ax, x0, y + 0.05, 3.2, 0.5, head, head_color, fontsize=FONT - 1)
+        note(ax, x0 + 1.6, 0.45, "input: token ids", ha="center", color=INK)
+    arrow(ax, (3.65, 2.6), (4.45, 2.6))
+    for color, text, x in [("train", "trains (requires_grad=True)", 0.3), ("frozen", "frozen", 3.4)]:
+        box(ax, x, 0.02, 0.3, 0.22, "", color, style="square")
+        note(ax, x + 0.4, 0.13, text, color=INK)
+    note(ax, 4.6, 0.13, "add_classification_head(model): about 5.7 % of GPT-2 small's weights train", color=INK,
+         fontsize=FONT - 1)
+    return fig
+
+
+def ch06_last_token():
+    fig, ax = canvas(8.4, 3.6)
+    words = ["Are", " we", " still", " meeting", " for", " lunch", " today"]
+    cell = 1.05
+    for i, word in enumerate(words):
+        x = 0.4 + i * cell
+        box(ax, x, 0.5, cell - 0.1, 0.45, shown(word), "token", fontsize=FONT - 1)
+        last = i == len(words) - 1
+        box(ax, x, 2.3, cell - 0.1, 0.5, "2 scores", "target" if last else "frozen", fontsize=FONT - 1)
+        for j in range(i + 1):  # causal attention: position i sees tokens 0..i
+            ax.plot([0.4 + j * cell + (cell - 0.1) / 2, x + (cell - 0.1) / 2], [0.95, 2.3],
+                    color=COLORS["accent"] if last else "#bbbbbb", lw=1.3 if last else 0.6, zorder=0)
+    note(ax, 0.4, 3.3, "With the causal mask, the output at position i depends on tokens 0..i only. Only the last "
+                       "position\nhas seen the whole message, so its two scores (ham, spam) give the class.",
+         color=INK)
+    note(ax, 0.4, 0.2, "model(ids)[:, -1, :]  \u2192  (batch, 2)", color=INK, family="DejaVu Sans Mono")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# chapter 7
+
+
+@functools.cache
+def ch07_entries():
+    """Chapter 7's module and the entries of its instruction data (fetched into a temporary folder)."""
+    module = load_module(ROOT / "ch07" / "instruction_finetuning.py", "ch07_instruction_finetuning")
+    with tempfile.TemporaryDirectory() as folder:
+        return module, module.load_instruction_data(Path(folder) / "instruction-data.json")
+
+
+def ch07_prompt_format():
+    module, data = ch07_entries()
+    entry = data[0]
+    parts = [(module.format_input({**entry, "input": ""}).split("### Instruction:")[0], "text", "fixed preamble"),
+             ("### Instruction:\n" + entry["instruction"], "token", "the entry's instruction"),
+             ("\n\n### Input:\n" + entry["input"], "id", "its input (left out when empty)"),
+             ("\n\n### Response:\n", "layer", "response header: end of the prompt"),
+             (entry["output"], "target", "the answer the model learns to write")]
+    assert "".join(text for text, _, _ in parts) == module.format_prompt(entry) + entry["output"]
+    fig, ax = canvas(8.4, 4.6)
+    y = 4.25
+    for text, color, label in parts:
+        lines = [line for line in text.strip("\n").split("\n")]
+        wrapped = []
+        for line in lines:
+            while len(line) > 62:
+                cut = line.rfind(" ", 0, 62)
+                wrapped.append(line[:cut])
+                line = line[cut + 1:]
+            wrapped.append(line)
+        height = 0.24 * len(wrapped) + 0.16
+        box(ax, 0.2, y - height, 5.6, height, "", color)
+        for k, line in enumerate(wrapped):
+            ax.text(0.35, y - 0.2 - 0.24 * k, line, fontsize=FONT - 1, family="DejaVu Sans Mono", va="center",
+                    color=INK)
+        note(ax, 5.95, y - height / 2, label, color=INK)
+        y -= height + 0.12
+    note(ax, 0.2, 0.2, "Entry 0 of the instruction data in the Alpaca-style format of format_prompt; the "
+                       "training example\nis the prompt followed by the output.", fontsize=FONT - 1)
+    return fig
+
+
+CH07_BATCH_ENTRIES = (2, 3, 4)  # three entries of different lengths from the training split
+CH07_SHOWN_COLUMNS = 11
+
+
+def ch07_collated_batch():
+    import tiktoken
+
+    module, data = ch07_entries()
+    tokenizer = tiktoken.get_encoding("gpt2")
+    batch = [module.InstructionDataset([data[i]], tokenizer)[0] for i in CH07_BATCH_ENTRIES]
+    inputs, targets = module.collate(batch)
+    n_cols = inputs.shape[1]
+    first = n_cols - CH07_SHOWN_COLUMNS
+    fig, ax = canvas(8.4, 4.7)
+    cell, left = 0.62, 1.35
+    title(ax, 0.2, 4.45, f"collate() on entries {', '.join(map(str, CH07_BATCH_ENTRIES))}: lengths "
+                         f"{', '.join(str(len(b)) for b in batch)} \u2192 inputs and targets of shape "
+                         f"{tuple(inputs.shape)}", fontsize=FONT)
+    note(ax, 0.2, 4.1, f"last {CH07_SHOWN_COLUMNS} positions shown (columns {first}..{n_cols - 1}); "
+                       "the earlier ones hold the prompt", fontsize=FONT - 1)
+    for name, tensor, y0 in [("inputs", inputs, 3.55), ("targets", targets, 1.75)]:
+        title(ax, 0.2, y0 + 0.12, name, fontsize=FONT)
+        for r in range(tensor.shape[0]):
+            y = y0 - 0.45 * (r + 1)
+            note(ax, 0.2, y + 0.19, f"entry {CH07_BATCH_ENTRIES[r]}", color=INK, fontsize=FONT - 1)
+            for c in range(CH07_SHOWN_COLUMNS):
+                value = int(tensor[r, first + c])
+                real = first + c < len(batch[r]) - (name == "targets")
+                color = ("masked" if value == module.IGNORE_INDEX else
+                         ("token" if name == "inputs" else "target") if real else "layer")
+                box(ax, left + c * cell, y, cell - 0.04, 0.38, str(value), color, fontsize=FONT - 2,
+                    style="square")
+    for c in range(CH07_SHOWN_COLUMNS):
+        note(ax, left + c * cell + 0.29, 3.62, str(first + c), ha="center", fontsize=FONT - 3)
+    legend = [("token", "text tokens"), ("layer", "50256 <|endoftext|>: padding, or the one\nend-of-text the model "
+                                                  "learns to write"), ("masked", "-100: ignored by the loss")]
+    for k, (color, text) in enumerate(legend):
+        box(ax, 0.2 + 2.2 * k + (0.6 if k == 2 else 0), 0.2, 0.3, 0.22, "", color, style="square")
+        note(ax, 0.6 + 2.2 * k + (0.6 if k == 2 else 0), 0.31, text, color=INK, fontsize=FONT - 2)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# appendix A
+
+
+def appendix_a_computation_graph():
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.tensor([1.5, -0.5])  # appendix-A.ipynb, section A.3
+    y = torch.tensor(1.0)
+    w = torch.tensor([0.8, 0.3], requires_grad=True)
+    b = torch.tensor(-0.2, requires_grad=True)
+    z = x @ w + b
+    a = torch.sigmoid(z)
+    loss = F.binary_cross_entropy(a, y)
+    grad_w, grad_b = torch.autograd.grad(loss, [w, b])
+    fig, ax = canvas(8.4, 3.6)
+    nodes = {"x": (0.2, 2.55, f"x = [{x[0]:.1f}, {x[1]:.1f}]", "token"),
+             "w": (0.2, 1.65, f"w = [{w[0]:.1f}, {w[1]:.1f}]", "train"),
+             "b": (0.2, 0.75, f"b = {b.item():.1f}", "train"),
+             "z": (2.75, 1.65, f"z = x \u00b7 w + b\n= {z.item():.2f}", "vector"),
+             "a": (4.55, 1.65, f"a = \u03c3(z)\n= {a.item():.4f}", "vector"),
+             "loss": (6.35, 1.65, f"loss = BCE(a, y)\n= {loss.item():.4f}", "target")}
+    for name, (x0, y0, text, color) in nodes.items():
+        box(ax, x0, y0, 1.75 if name in "xwb" else 1.6, 0.65, text, color, fontsize=FONT - 1)
+    for src in "xwb":
+        arrow(ax, (1.95, nodes[src][1] + 0.32), (2.75, 1.97))
+    arrow(ax, (4.35, 1.97), (4.55, 1.97))
+    arrow(ax, (6.15, 1.97), (6.35, 1.97))
+    note(ax, 6.35, 2.55, f"y = {y.item():.0f} (label)", color=INK)
+    note(ax, 2.75, 3.3, "forward: left to right, autograd records each operation", color=INK)
+    arrow(ax, (7.95, 1.5), (1.1, 0.55), color=COLORS["accent"], connection="arc3,rad=-0.08")
+    note(ax, 2.5, 0.2, f"backward: \u2202loss/\u2202w = (a \u2212 y) x = [{grad_w[0]:.4f}, {grad_w[1]:.4f}],  "
+                       f"\u2202loss/\u2202b = a \u2212 y = {grad_b.item():.4f}", color=COLORS["accent"],
+         fontsize=FONT - 1)
+    note(ax, 0.2, 3.3, "green: leaves with\nrequires_grad=True", fontsize=FONT - 2)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the overview
+
+
+def pipeline():
+    fig, ax = canvas(8.4, 3.3)
+    stages = [("Appendix A", "PyTorch:\ntensors, autograd,\ntraining loops", "layer"),
+              ("Chapter 2", "text \u2192 tokens\n\u2192 ids \u2192 vectors", "text"),
+              ("Chapter 3", "attention:\nwhich tokens\nmatter", "token"),
+              ("Chapter 4", "the GPT model\n(124M parameters)", "vector"),
+              ("Chapter 5", "pretraining:\npredict the\nnext token", "id"),
+              ("Chapter 6", "finetune to\nclassify\n(spam or not)", "target"),
+              ("Chapter 7", "finetune to\nfollow\ninstructions", "target")]
+    w, gap = 1.08, 0.1
+    for k, (name, text, color) in enumerate(stages):
+        x = 0.15 + k * (w + gap)
+        box(ax, x, 1.05, w, 1.3, text, color, fontsize=FONT - 2)
+        note(ax, x + w / 2, 2.55, name, ha="center", color=INK, fontsize=FONT - 1, fontweight="bold")
+        if k:
+            arrow(ax, (x - gap, 1.7), (x, 1.7))
+    for x0, x1, label in [(1.33, 4.85, "build the model"), (4.87, 6.03, "pretraining"), (6.05, 8.35, "finetuning")]:
+        ax.plot([x0 + 0.03, x1 - 0.03], [0.8, 0.8], color=EDGE, lw=1.2)
+        note(ax, (x0 + x1) / 2, 0.55, label, ha="center", color=INK)
+    note(ax, 0.15, 0.15, "A language model is built (2\u20134), pretrained on raw text (5), then finetuned for a task "
+                         "(6, 7).", color=INK, fontsize=FONT - 1)
+    title(ax, 0.15, 3.05, "How the course builds a GPT-style language model", fontsize=FONT + 1)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# where each diagram goes
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str  # file name without .png, also the id of its notebook cell
+    folder: str  # the chapter folder; the file is FOLDER/figures/NAME.png
+    draw: object  # function returning a matplotlib figure
+    caption: str  # alt text and the caption under the image
+    notebook: str = ""  # notebook (relative to the folder) that embeds it; "" when a README shows it instead
+    anchor: str = ""  # text of the markdown cell next to which the diagram goes
+    after: bool = True  # after that cell, or before it
+
+    @property
+    def path(self):
+        return ROOT / self.folder / "figures" / f"{self.name}.png"
+
+
+FIGURES = [
+    Figure("pipeline", ".", pipeline, "The course's stages, from PyTorch basics to finetuning"),
+    Figure("text-to-vectors", "ch02", ch02_text_to_vectors,
+           "Text becomes tokens, token ids and embedding vectors", "ch02.ipynb", "## 2.1 Why text", after=False),
+    Figure("sliding-windows", "ch02", ch02_sliding_windows,
+           "Input windows and their targets, shifted by one token", "ch02.ipynb", "## 2.7 Input–target pairs"),
+    Figure("token-position-embeddings", "ch02", ch02_token_position_embeddings,
+           "Token embeddings plus position embeddings give the input embeddings", "ch02.ipynb",
+           "## 2.10 Encoding word positions"),
+    Figure("attention-weights", "ch03", ch03_attention_weights,
+           "Scores, attention weights and the context vector for the query \"guide\"", "ch03.ipynb",
+           "### 3.2.1 Attention for one query"),
+    Figure("qkv-projections", "ch03", ch03_qkv_projections,
+           "Queries, keys and values are projections of the inputs", "ch03.ipynb", "## 3.3 Self-attention with"),
+    Figure("causal-mask", "ch03", ch03_causal_mask,
+           "The causal mask hides future tokens before the softmax", "ch03.ipynb", "## 3.4 Hiding future words"),
+    Figure("multi-head", "ch03", ch03_multi_head,
+           "Multi-head attention splits 768 features into 12 heads of 64 and concatenates them again", "ch03.ipynb",
+           "### 3.5.2 Splitting heads by reshaping"),
+    Figure("gpt-model", "ch04", ch04_gpt_model, "The GPT model from token ids to logits", "ch04.ipynb",
+           "## 4.1 Coding an LLM architecture"),
+    Figure("transformer-block", "ch04", ch04_transformer_block,
+           "The transformer block: LayerNorm before each branch, GELU inside the feed forward, two shortcuts",
+           "ch04.ipynb", "## 4.4 Adding shortcut connections"),
+    Figure("training-loop", "ch05", ch05_training_loop, "The pretraining loop", "ch05.ipynb",
+           "## 5.2 Training an LLM"),
+    Figure("temperature-top-k", "ch05", ch05_temperature_top_k,
+           "How temperature and top-k change the next-token distribution of the toy logits", "ch05.ipynb",
+           "### 5.3.3 Modifying the text generation function", after=False),
+    Figure("head-swap", "ch06", ch06_head_swap,
+           "The classification head replaces GPT-2's output layer; the last block and final norm train too",
+           "ch06.ipynb", "## 6.5 Adding a classification head"),
+    Figure("last-token", "ch06", ch06_last_token, "Only the last token has seen the whole message", "ch06.ipynb",
+           "### Why the last token?"),
+    Figure("prompt-format", "ch07", ch07_prompt_format, "An entry in the Alpaca-style prompt format", "ch07.ipynb",
+           "### 7.2.1 The prompt format"),
+    Figure("collated-batch", "ch07", ch07_collated_batch,
+           "A batch collated by collate(): padding, targets shifted by one, -100 where the loss ignores",
+           "ch07.ipynb", "## 7.4 Creating data loaders", after=False),
+    Figure("computation-graph", "appendix-A", appendix_a_computation_graph,
+           "The computation graph of logistic regression, forward and backward", "appendix-A.ipynb",
+           "## A.3 Autograd"),
+    Figure("training-loop", "appendix-A", appendix_a_training_loop, "The training loop", "appendix-A.ipynb",
+           "## A.6 The training loop"),
+]
+
+
+def render(figure, path):
+    """Draw ``figure`` and save it as a PNG at ``path`` (no timestamp or version in the file)."""
+    fig = figure.draw()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, metadata={"Software": None}, facecolor="white")
+    plt.close(fig)
+
+
+def cell_id(figure):
+    return f"figure-{figure.name}"
+
+
+def figure_cell(figure, png):
+    """The markdown cell that shows ``png`` (bytes) with its caption."""
+    data = base64.b64encode(png).decode("ascii")
+    return {"cell_type": "markdown", "id": cell_id(figure), "metadata": {},
+            "source": [f"![{figure.caption}](data:image/png;base64,{data})\n", "\n",
+                       f"*{figure.caption}. (Drawn by `tools/diagrams.py`; the file is "
+                       f"`figures/{figure.name}.png`.)*"]}
+
+
+def place(figure, png):
+    """Insert or update the figure's cell in its notebook; return True if the notebook changed."""
+    path = ROOT / figure.folder / figure.notebook
+    text = path.read_text(encoding="utf-8")
+    notebook = json.loads(text)
+    cells = notebook["cells"]
+    cell = figure_cell(figure, png)
+    existing = [i for i, c in enumerate(cells) if c.get("id") == cell["id"]]
+    if existing:
+        cells[existing[0]] = cell
+    else:
+        matches = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
+                   and any(line.startswith(figure.anchor) for line in "".join(c["source"]).splitlines())]
+        if len(matches) != 1:
+            raise ValueError(f"{path}: {len(matches)} markdown cells have a line starting with {figure.anchor!r}")
+        cells.insert(matches[0] + figure.after, cell)
+    new_text = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+    if new_text != text:
+        path.write_text(new_text, encoding="utf-8")
+    return new_text != text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help="only these figures (folder/name, e.g. ch03/causal-mask)")
+    args = parser.parse_args(argv)
+    for figure in FIGURES:
+        if args.names and f"{figure.folder}/{figure.name}" not in args.names:
+            continue
+        render(figure, figure.path)
+        png = figure.path.read_bytes()
+        changed = figure.notebook and place(figure, png)
+        print(f"{figure.folder}/figures/{figure.name}.png: {len(png) / 1000:.0f} kB"
+              + (f", {figure.notebook} updated" if changed else ""))
+
+
+if __name__ == "__main__":
+    main()
