@@ -18,6 +18,7 @@ import argparse
 import base64
 import functools
 import importlib.util
+import io
 import json
 import math
 import sys
@@ -30,6 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyBboxPatch  # noqa: E402
+from PIL import Image  # noqa: E402  (a dependency of matplotlib)
 
 ROOT = Path(__file__).resolve().parents[1]
 DPI = 100
@@ -69,15 +71,15 @@ def canvas(width, height):
 
 
 def box(ax, x, y, w, h, text="", color="layer", fontsize=FONT, weight="normal", edge=EDGE, style="round", **kw):
-    """A rounded box with lower-left corner (x, y) and centred text; returns its centre."""
+    """A rounded box with lower-left corner (x, y) and centred text; returns its patch."""
     pad = 0.04 if style == "round" else 0
-    ax.add_patch(FancyBboxPatch((x + pad, y + pad), w - 2 * pad, h - 2 * pad,
-                                boxstyle=f"round,pad={pad}" if style == "round" else "square,pad=0",
-                                facecolor=COLORS.get(color, color), edgecolor=edge, linewidth=1.0))
+    patch = ax.add_patch(FancyBboxPatch((x + pad, y + pad), w - 2 * pad, h - 2 * pad,
+                                        boxstyle=f"round,pad={pad}" if style == "round" else "square,pad=0",
+                                        facecolor=COLORS.get(color, color), edgecolor=edge, linewidth=1.0))
     if text:
         ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=fontsize, color=INK,
                 fontweight=weight, **kw)
-    return x + w / 2, y + h / 2
+    return patch
 
 
 def arrow(ax, start, end, text=None, color=EDGE, style="-|>", offset=(0.08, 0), ha="left", fontsize=FONT - 1,
@@ -134,11 +136,11 @@ CH02_WINDOW_TEXT = "Every effort moves you forward, one small step at a time."
 def ch02_text_to_vectors():
     ids, tokens = gpt2_tokens(CH02_SENTENCE)
     fig, ax = canvas(8.4, 4.6)
-    left, cell, gap = 1.9, 0.86, 0.06
+    left, cell, gap = 1.25, 0.86, 0.06
     rows = {"text": 4.05, "tokens": 3.05, "ids": 2.05, "vectors": 0.25}
     labels = {"text": "text", "tokens": "tokens", "ids": "token ids", "vectors": "embedding\nvectors"}
     for key, y in rows.items():
-        note(ax, 0.15, y + (0.3 if key != "vectors" else 0.65), labels[key], fontsize=FONT, color=INK)
+        note(ax, 0.15, y + (0.28 if key != "vectors" else 0.95), labels[key], fontsize=FONT, color=INK)
     width = len(tokens) * (cell + gap) - gap
     box(ax, left, rows["text"], width, 0.55, f'"{CH02_SENTENCE}"', "text", fontsize=FONT + 1)
     rng = __import__("random").Random(123)
@@ -150,41 +152,41 @@ def ch02_text_to_vectors():
             shade = rng.uniform(0.15, 0.85)
             ax.add_patch(plt.Rectangle((x + 0.23, rows["vectors"] + 0.2 * j), 0.4, 0.2, edgecolor=EDGE, lw=0.6,
                                        facecolor=plt.cm.Purples(shade)))
-        note(ax, x + cell / 2, rows["vectors"] + 1.32, "\u22ee", ha="center", fontsize=FONT + 1)
-    right = left + width + 0.15
-    note(ax, right, rows["text"] - 0.22, "tokenizer: split into known pieces")
-    note(ax, right, rows["tokens"] - 0.22, "vocabulary: piece \u2192 id (50,257 ids)")
-    note(ax, right, rows["ids"] - 0.45, "embedding layer: row `id` of a\n50,257 \u00d7 768 matrix (GPT-2 small)")
-    for y_from, y_to in [(rows["text"], rows["tokens"] + 0.55), (rows["tokens"], rows["ids"] + 0.55),
-                         (rows["ids"], rows["vectors"] + 1.5)]:
-        arrow(ax, (left + width / 2, y_from), (left + width / 2, y_to))
-    note(ax, right, rows["vectors"] + 0.55, "768 numbers per token;\nrandom at first, learned\nin training")
+        note(ax, x + cell / 2, rows["vectors"] + 1.3, "\u22ee", ha="center", fontsize=FONT)
+    labels = ["GPT-2's tokenizer splits the text into pieces it knows",
+              "each piece has an id in the vocabulary (50,257 ids)",
+              "the embedding layer returns row `id` of a 50,257 \u00d7 768 matrix (GPT-2 small)"]
+    for label, y_from, y_to in zip(labels, [rows["text"], rows["tokens"], rows["ids"]],
+                                   [rows["tokens"] + 0.55, rows["ids"] + 0.55, rows["vectors"] + 1.45]):
+        arrow(ax, (left + 0.4, y_from), (left + 0.4, y_to), text=label)
+    note(ax, 0.15, rows["vectors"] + 0.2, "768 numbers per\ntoken; random at\nfirst, then learned", fontsize=FONT - 2)
     return fig
 
 
 def ch02_sliding_windows():
     ids, tokens = gpt2_tokens(CH02_WINDOW_TEXT)
     max_length = stride = 4
-    fig, ax = canvas(8.4, 3.7)
-    cell, left = 0.62, 0.9
-    title(ax, 0.15, 3.45, f"max_length = {max_length}, stride = {stride}: each window is an input x, its target "
-                          "y is x moved one token on")
+    fig, ax = canvas(8.4, 4.5)
+    cell, left = 0.56, 0.95
+    title(ax, 0.15, 4.25, f"max_length = {max_length}, stride = {stride}: target y = input x moved one token on",
+          fontsize=FONT + 1)
+    for color, label, x in [("token", "x: input ids", 0.15), ("target", "y: target ids", 1.8)]:
+        box(ax, x, 3.72, 0.3, 0.22, "", color, style="square")
+        note(ax, x + 0.4, 3.83, label, color=INK)
     for i, token in enumerate(tokens):
-        box(ax, left + i * cell, 2.6, cell, 0.5, shown(token), "layer", fontsize=FONT - 1)
-        note(ax, left + (i + 0.5) * cell, 2.45, str(i), ha="center", fontsize=FONT - 2)
-    note(ax, 0.15, 2.85, "text", color=INK, fontsize=FONT)
+        box(ax, left + i * cell, 2.8, cell, 0.5, shown(token), "layer", fontsize=FONT - 2)
+        note(ax, left + (i + 0.5) * cell, 2.65, str(i), ha="center", fontsize=FONT - 2)
+    note(ax, 0.15, 3.05, "tokens", color=INK, fontsize=FONT)
     n_windows = (len(ids) - 1 - max_length) // stride + 1  # windows whose target fits in the text
     for w in range(n_windows):
-        start, y = w * stride, 1.6 - w * 0.85
+        start, y = w * stride, 1.85 - w * 0.75
         note(ax, 0.15, y + 0.45, f"window {w + 1}", color=INK, fontsize=FONT - 1)
         for k in range(max_length):
-            box(ax, left + (start + k) * cell, y + 0.3, cell, 0.32, str(ids[start + k]), "token", fontsize=FONT - 1)
+            box(ax, left + (start + k) * cell, y + 0.3, cell, 0.32, str(ids[start + k]), "token", fontsize=FONT - 2)
             box(ax, left + (start + k + 1) * cell, y - 0.05, cell, 0.32, str(ids[start + k + 1]), "target",
-                fontsize=FONT - 1)
-        note(ax, left + (start + max_length + 1) * cell + 0.1, y + 0.46, "x (input ids)", fontsize=FONT - 2)
-        note(ax, left + (start + max_length + 1) * cell + 0.1, y + 0.11, "y (target ids)", fontsize=FONT - 2)
-    note(ax, 0.15, 0.12, f"GPT-2 token ids; {len(ids)} tokens give {n_windows} windows. With stride 1 the windows "
-                         "would overlap in all but one token.", fontsize=FONT - 1)
+                fontsize=FONT - 2)
+    note(ax, 0.15, 0.15, f"GPT-2 token ids: {len(ids)} tokens give {n_windows} windows. With stride 1, neighbouring "
+                         "windows would share all but one token.", fontsize=FONT - 1)
     return fig
 
 
@@ -213,8 +215,8 @@ def ch02_token_position_embeddings():
     note(ax, 1.1 + 0.35, 0.8, "(8, 4, 256)\nbatch, tokens, dim", ha="center", color=INK)
     note(ax, 1.1 + 3.05, 0.8, "(4, 256)\nsame for every row\nof the batch", ha="center", color=INK)
     note(ax, 1.1 + 5.75, 0.8, "(8, 4, 256)", ha="center", color=INK)
-    note(ax, 0.15, 0.2, "Shapes as in section 2.10 (batches of 8 windows of 4 tokens, 256 dimensions; GPT-2 small uses "
-                        "768). Shades stand for numbers.", fontsize=FONT - 1)
+    note(ax, 0.15, 0.2, "Shapes of section 2.10: batches of 8 windows of 4 tokens, 256 dimensions (GPT-2 small: 768)."
+                        " Shades stand for numbers.", fontsize=FONT - 2)
     return fig
 
 
@@ -274,8 +276,8 @@ def ch03_qkv_projections():
     box(ax, 7.0, 0.8, 1.3, 0.8, "context\nweights @ V\n(6, 2)", "target", fontsize=FONT - 1)
     arrow(ax, (7.65, 2.55), (7.65, 1.6))
     arrow(ax, (4.9, 1.1), (7.0, 1.1))
-    note(ax, 0.2, 0.25, "Section 3.3's example: 6 tokens, d_in = 3, d_out = 2 (\u221ad_k = \u221a2). Green: trained. "
-                        "Each row of the context is one token's output.", fontsize=FONT - 1)
+    note(ax, 0.2, 0.25, "Section 3.3's example: 6 tokens, d_in = 3, d_out = 2, so \u221ad_k = \u221a2. Green: trained "
+                        "weights. One context row per token.", fontsize=FONT - 1)
     return fig
 
 
@@ -303,7 +305,6 @@ def ch03_causal_mask():
         for j in range(6):
             ax.text(x0 + (j + 0.5) * size, 3.68, CH03_WORDS[j], rotation=40, ha="left", va="bottom",
                     fontsize=FONT - 3, color=INK)
-    arrow(ax, (4.05, 1.9), (4.6, 1.9))
     note(ax, 0.2, 0.3, "Row i is token i looking back: it may use tokens 0..i only. Red cells are the mask; after "
                        "the softmax they are 0\nand each row still sums to 1. (Illustrated with section 3.2's "
                        "untrained scores x\u1d62 \u00b7 x\u2c7c.)", fontsize=FONT - 1)
@@ -321,19 +322,19 @@ def ch03_multi_head():
              ("out_proj: Linear(768, 768) mixes the heads", "(batch, tokens, 768)", "train")]
     for k, (operation, shape, color) in enumerate(steps):
         y = 4.35 - k * 0.62
-        box(ax, 0.2, y, 3.9, 0.46, operation, color, fontsize=FONT - 1)
-        note(ax, 4.2, y + 0.23, shape, color=INK, fontsize=FONT - 1)
+        box(ax, 0.2, y, 3.35, 0.46, operation, color, fontsize=FONT - 2)
+        note(ax, 3.62, y + 0.23, shape, color=INK, fontsize=FONT - 2)
         if k:
-            arrow(ax, (2.15, y + 0.62), (2.15, y + 0.46))
-    title(ax, 6.55, 4.6, "one token's 768 numbers", fontsize=FONT, ha="center")
+            arrow(ax, (1.875, y + 0.62), (1.875, y + 0.46))
+    title(ax, 6.95, 4.6, "one token's 768 numbers", fontsize=FONT, ha="center")
     colours = plt.cm.tab20.colors
     for h in range(12):
-        ax.add_patch(plt.Rectangle((5.0 + h * 0.26, 3.9), 0.26, 0.4, facecolor=colours[h], edgecolor="white"))
-    note(ax, 6.55, 3.65, "split into 12 heads of 64", ha="center")
+        ax.add_patch(plt.Rectangle((5.75 + h * 0.2, 4.0), 0.2, 0.35, facecolor=colours[h], edgecolor="white"))
+    note(ax, 6.95, 3.75, "split into 12 heads of 64", ha="center")
     for h in range(12):
-        ax.add_patch(plt.Rectangle((5.4, 3.15 - h * 0.2), 2.3, 0.18, facecolor=colours[h], edgecolor="white"))
-        note(ax, 7.75, 3.24 - h * 0.2, f"head {h}", fontsize=FONT - 3)
-    note(ax, 6.55, 0.5, "each head attends on its own,\nthen they are concatenated", ha="center")
+        ax.add_patch(plt.Rectangle((5.9, 3.3 - h * 0.2), 1.7, 0.18, facecolor=colours[h], edgecolor="white"))
+        note(ax, 7.67, 3.39 - h * 0.2, f"head {h}", fontsize=FONT - 3)
+    note(ax, 6.95, 0.65, "each head attends on its own,\nthen they are concatenated", ha="center")
     note(ax, 0.2, 0.15, "GPT-2 small: d_out = 768, 12 heads, head_dim = 768 / 12 = 64 (MultiHeadAttention, "
                         "chapter 3).", fontsize=FONT - 1)
     return fig
@@ -344,8 +345,8 @@ def ch03_multi_head():
 
 
 def ch04_gpt_model():
-    fig, ax = canvas(8.4, 6.2)
-    x, w = 0.4, 3.6
+    fig, ax = canvas(8.4, 6.8)
+    x, w = 0.3, 3.5
     stack = [("token ids", "(batch, tokens)", "id", 0.45),
              ("tok_emb: Embedding(50,257, 768)\n+ pos_emb: Embedding(1,024, 768)", "(batch, tokens, 768)",
               "vector", 0.7),
@@ -370,45 +371,41 @@ def ch04_gpt_model():
         y += h + 0.3
     for (_, top), (bottom, _) in zip(centres, centres[1:]):
         arrow(ax, (x + w / 2, bottom), (x + w / 2, top))
-    note(ax, 6.0, 4.2, "Each transformer block:\nLayerNorm \u2192 multi-head\nattention (12 heads) \u2192 "
-                       "shortcut +\nLayerNorm \u2192 feed forward\n(768 \u2192 3,072 \u2192 768, GELU)"
-                       " \u2192 shortcut +", color=INK)
-    note(ax, 6.0, 2.4, "GPTModel with GPT_CONFIG_124M:\ncontext_length 1,024, emb_dim 768,\n"
-                       "n_heads 12, n_layers 12,\ndrop_rate 0.1", color=INK)
-    note(ax, 6.0, 1.0, "Read bottom to top.", color=MUTED)
+    note(ax, 5.9, 4.3, "each block: LayerNorm,\nmulti-head attention\n(12 heads), shortcut;\nLayerNorm, "
+                       "feed forward\n(768 \u2192 3,072 \u2192 768,\nGELU), shortcut", color=INK, fontsize=FONT - 1)
+    note(ax, 5.9, 2.2, "GPTModel(GPT_CONFIG_124M):\ncontext_length 1,024\nemb_dim 768, n_heads 12\n"
+                       "n_layers 12, drop_rate 0.1", color=INK, fontsize=FONT - 1)
     return fig
 
 
 def ch04_transformer_block():
-    fig, ax = canvas(8.4, 6.6)
-    x, w = 1.6, 3.0
-    layers = [("norm1: LayerNorm", "layer", 0.75), ("att: MultiHeadAttention\n12 heads, causal mask", "vector", 1.45),
-              ("drop_shortcut: Dropout", "layer", 2.3),
-              ("norm2: LayerNorm", "layer", 3.55),
-              ("ff: Linear(768, 3,072) \u2192 GELU\n\u2192 Linear(3,072, 768)", "vector", 4.25),
-              ("drop_shortcut: Dropout", "layer", 5.1)]
-    note(ax, x + w / 2, 0.15, "x  (batch, tokens, 768)", ha="center", color=INK)
-    for text, color, y in layers:
-        box(ax, x, y, w, 0.5 if "\n" not in text else 0.6, text, color, fontsize=FONT - 1)
-    adds = [3.0, 5.8]
-    for y in adds:
-        ax.add_patch(plt.Circle((x + w / 2, y + 0.15), 0.17, facecolor="white", edgecolor=EDGE))
-        ax.text(x + w / 2, y + 0.15, "+", ha="center", va="center", fontsize=FONT + 2)
-    flow = [0.3, 0.75, 1.25, 1.45, 2.05, 2.3, 2.8, 2.98, 3.32, 3.55, 4.05, 4.25, 4.85, 5.1, 5.6, 5.78, 6.12, 6.45]
-    for a, b in zip(flow[::2], flow[1::2]):
-        arrow(ax, (x + w / 2, a), (x + w / 2, b))
-    note(ax, x + w / 2, 6.55, "output: same shape as x", ha="center", color=INK)
-    for y0, y1 in [(0.5, 3.15), (3.42, 5.95)]:  # the shortcuts: around each branch, into its "+"
-        ax.annotate("", xy=(x + w / 2 - 0.17, y1), xytext=(x + w / 2, y0),
-                    arrowprops=dict(arrowstyle="-|>", color=COLORS["accent"], lw=1.8,
-                                    connectionstyle="angle,angleA=180,angleB=-90,rad=0"
-                                    if False else "bar,angle=180,fraction=-0.25"))
-    note(ax, 0.1, 1.9, "shortcut:\nx + branch(x)", color=COLORS["accent"], fontsize=FONT - 1)
-    note(ax, 0.1, 4.7, "shortcut", color=COLORS["accent"], fontsize=FONT - 1)
-    note(ax, 5.0, 5.3, "GELU sits inside the feed-forward\nbranch, between its two layers", color=INK)
-    note(ax, 5.0, 3.1, "LayerNorm comes *before* each\nbranch (pre-LayerNorm), and once\nmore after the last "
-                       "block\n(final_norm)", color=INK)
-    note(ax, 5.0, 1.3, "The shortcut adds the input back,\nso gradients reach early blocks", color=INK)
+    fig, ax = canvas(8.4, 6.7)
+    x, w = 1.7, 3.0
+    mid = x + w / 2
+    layers = [("norm1: LayerNorm", "layer", 0.7, 0.5), ("att: MultiHeadAttention\n12 heads, causal mask", "vector",
+                                                         1.45, 0.6),
+              ("drop_shortcut: Dropout", "layer", 2.3, 0.5), ("norm2: LayerNorm", "layer", 3.55, 0.5),
+              ("ff: Linear(768, 3,072) \u2192 GELU\n\u2192 Linear(3,072, 768)", "vector", 4.25, 0.6),
+              ("drop_shortcut: Dropout", "layer", 5.1, 0.5)]
+    note(ax, mid, 0.15, "x: (batch, tokens, 768)", ha="center", color=INK)
+    for text, color, y, h in layers:
+        box(ax, x, y, w, h, text, color, fontsize=FONT - 1)
+    for y in [3.15, 5.95]:  # the two additions
+        ax.add_patch(plt.Circle((mid, y), 0.17, facecolor="white", edgecolor=EDGE))
+        ax.text(mid, y, "+", ha="center", va="center", fontsize=FONT + 2)
+    for a, b in [(0.3, 0.7), (1.2, 1.45), (2.05, 2.3), (2.8, 2.98), (3.32, 3.55), (4.05, 4.25), (4.85, 5.1),
+                 (5.6, 5.78), (6.12, 6.4)]:
+        arrow(ax, (mid, a), (mid, b))
+    note(ax, mid, 6.53, "output: same shape as x", ha="center", color=INK)
+    for y0, y1 in [(0.5, 3.15), (3.4, 5.95)]:  # each shortcut leaves before the branch and joins at its "+"
+        ax.plot([mid, x - 0.35, x - 0.35], [y0, y0, y1], color=COLORS["accent"], lw=1.8)
+        arrow(ax, (x - 0.35, y1), (mid - 0.17, y1), color=COLORS["accent"])
+        note(ax, x - 0.45, (y0 + y1) / 2, "shortcut", ha="right", color=COLORS["accent"])
+    note(ax, 5.0, 4.55, "GELU sits inside the feed-forward\nbranch, between its two linear layers", color=INK)
+    note(ax, 5.0, 3.0, "LayerNorm comes before each branch\n(pre-LayerNorm), and once more after\nthe last block "
+                       "(final_norm)", color=INK)
+    note(ax, 5.0, 1.6, "The shortcut adds the block's input to\nthe branch's output: x + branch(x).\n"
+                       "Gradients flow back through it.", color=INK)
     return fig
 
 
@@ -416,26 +413,24 @@ def ch04_transformer_block():
 # training loops (chapter 5 and appendix A)
 
 
-def draw_loop(steps, heading, footnote, after=None):
-    """A cycle of ``steps`` (text, colour) drawn clockwise, an optional box for what happens ``after`` each pass."""
+def draw_loop(steps, heading, footnote, after):
+    """A cycle of ``steps`` (text, colour) drawn clockwise, and a box for what happens ``after`` the steps."""
     fig, ax = canvas(8.4, 4.4)
     title(ax, 0.2, 4.15, heading)
-    cx, cy, rx, ry = 3.2, 2.05, 2.2, 1.35
+    cx, cy, rx, ry = 2.9, 2.05, 1.85, 1.35
     n = len(steps)
-    points = []
+    patches = []
     for k, (text, color) in enumerate(steps):
         angle = math.pi / 2 - 2 * math.pi * k / n
-        points.append((cx + rx * math.cos(angle), cy + ry * math.sin(angle)))
-        box(ax, points[-1][0] - 1.05, points[-1][1] - 0.3, 2.1, 0.6, text, color, fontsize=FONT - 1)
-    for k in range(n):
-        (x0, y0), (x1, y1) = points[k], points[(k + 1) % n]
-        length = math.hypot(x1 - x0, y1 - y0)
-        shrink = 0.42 / length
-        arrow(ax, (x0 + (x1 - x0) * shrink * 1.3, y0 + (y1 - y0) * shrink),
-              (x1 - (x1 - x0) * shrink * 1.3, y1 - (y1 - y0) * shrink), connection="arc3,rad=-0.25")
+        px, py = cx + rx * math.cos(angle), cy + ry * math.sin(angle)
+        patches.append(box(ax, px - 1.0, py - 0.3, 2.0, 0.6, text, color, fontsize=FONT - 2))
+    for k in range(n):  # arrows from box to box, clipped to the boxes' outlines
+        ax.annotate("", xy=(0.5, 0.5), xytext=(0.5, 0.5), xycoords=patches[(k + 1) % n], textcoords=patches[k],
+                    arrowprops=dict(arrowstyle="-|>", color=EDGE, lw=1.2, patchA=patches[k],
+                                    patchB=patches[(k + 1) % n], connectionstyle="arc3,rad=-0.2", shrinkA=2,
+                                    shrinkB=2))
     note(ax, cx, cy, "for each\nbatch", ha="center", color=INK, fontsize=FONT)
-    if after:
-        box(ax, 6.0, 1.55, 2.25, 1.0, after, "id", fontsize=FONT - 1)
+    box(ax, 5.75, 1.45, 2.45, 1.2, after, "id", fontsize=FONT - 2)
     note(ax, 0.2, 0.2, footnote, fontsize=FONT - 1)
     return fig
 
@@ -520,8 +515,7 @@ def ch06_head_swap():
     for color, text, x in [("train", "trains (requires_grad=True)", 0.3), ("frozen", "frozen", 3.4)]:
         box(ax, x, 0.02, 0.3, 0.22, "", color, style="square")
         note(ax, x + 0.4, 0.13, text, color=INK)
-    note(ax, 4.6, 0.13, "add_classification_head(model): about 5.7 % of GPT-2 small's weights train", color=INK,
-         fontsize=FONT - 1)
+    note(ax, 4.6, 0.13, "fewer than 6 % of the weights train", color=INK)
     return fig
 
 
@@ -561,9 +555,9 @@ def ch07_prompt_format():
     entry = data[0]
     parts = [(module.format_input({**entry, "input": ""}).split("### Instruction:")[0], "text", "fixed preamble"),
              ("### Instruction:\n" + entry["instruction"], "token", "the entry's instruction"),
-             ("\n\n### Input:\n" + entry["input"], "id", "its input (left out when empty)"),
-             ("\n\n### Response:\n", "layer", "response header: end of the prompt"),
-             (entry["output"], "target", "the answer the model learns to write")]
+             ("\n\n### Input:\n" + entry["input"], "id", "its input (left out\nwhen it is empty)"),
+             ("\n\n### Response:\n", "layer", "response header:\nthe prompt ends here"),
+             (entry["output"], "target", "the answer to learn")]
     assert "".join(text for text, _, _ in parts) == module.format_prompt(entry) + entry["output"]
     fig, ax = canvas(8.4, 4.6)
     y = 4.25
@@ -571,24 +565,24 @@ def ch07_prompt_format():
         lines = [line for line in text.strip("\n").split("\n")]
         wrapped = []
         for line in lines:
-            while len(line) > 62:
-                cut = line.rfind(" ", 0, 62)
+            while len(line) > 60:
+                cut = line.rfind(" ", 0, 60)
                 wrapped.append(line[:cut])
                 line = line[cut + 1:]
             wrapped.append(line)
         height = 0.24 * len(wrapped) + 0.16
-        box(ax, 0.2, y - height, 5.6, height, "", color)
+        box(ax, 0.2, y - height, 5.45, height, "", color)
         for k, line in enumerate(wrapped):
             ax.text(0.35, y - 0.2 - 0.24 * k, line, fontsize=FONT - 1, family="DejaVu Sans Mono", va="center",
                     color=INK)
-        note(ax, 5.95, y - height / 2, label, color=INK)
+        note(ax, 5.8, y - height / 2, label, color=INK, fontsize=FONT - 1)
         y -= height + 0.12
     note(ax, 0.2, 0.2, "Entry 0 of the instruction data in the Alpaca-style format of format_prompt; the "
                        "training example\nis the prompt followed by the output.", fontsize=FONT - 1)
     return fig
 
 
-CH07_BATCH_ENTRIES = (2, 3, 4)  # three entries of different lengths from the training split
+CH07_BATCH_ENTRIES = (3, 4, 5)  # three entries of the training split whose lengths differ by a few tokens
 CH07_SHOWN_COLUMNS = 11
 
 
@@ -601,32 +595,35 @@ def ch07_collated_batch():
     inputs, targets = module.collate(batch)
     n_cols = inputs.shape[1]
     first = n_cols - CH07_SHOWN_COLUMNS
-    fig, ax = canvas(8.4, 4.7)
-    cell, left = 0.62, 1.35
-    title(ax, 0.2, 4.45, f"collate() on entries {', '.join(map(str, CH07_BATCH_ENTRIES))}: lengths "
-                         f"{', '.join(str(len(b)) for b in batch)} \u2192 inputs and targets of shape "
+    fig, ax = canvas(8.4, 5.0)
+    cell, left = 0.62, 1.3
+    title(ax, 0.2, 4.75, f"collate() on entries {', '.join(map(str, CH07_BATCH_ENTRIES))} ("
+                         f"{', '.join(str(len(b)) for b in batch)} tokens): inputs and targets of shape "
                          f"{tuple(inputs.shape)}", fontsize=FONT)
-    note(ax, 0.2, 4.1, f"last {CH07_SHOWN_COLUMNS} positions shown (columns {first}..{n_cols - 1}); "
-                       "the earlier ones hold the prompt", fontsize=FONT - 1)
-    for name, tensor, y0 in [("inputs", inputs, 3.55), ("targets", targets, 1.75)]:
-        title(ax, 0.2, y0 + 0.12, name, fontsize=FONT)
+    note(ax, 0.2, 4.42, f"The last {CH07_SHOWN_COLUMNS} positions ({first} to {n_cols - 1}); the earlier ones hold "
+                        "the prompts.", fontsize=FONT - 1)
+    for name, tensor, y0 in [("inputs", inputs, 3.95), ("targets", targets, 2.2)]:
+        title(ax, 0.2, y0, name, fontsize=FONT)
         for r in range(tensor.shape[0]):
             y = y0 - 0.45 * (r + 1)
             note(ax, 0.2, y + 0.19, f"entry {CH07_BATCH_ENTRIES[r]}", color=INK, fontsize=FONT - 1)
             for c in range(CH07_SHOWN_COLUMNS):
-                value = int(tensor[r, first + c])
-                real = first + c < len(batch[r]) - (name == "targets")
-                color = ("masked" if value == module.IGNORE_INDEX else
-                         ("token" if name == "inputs" else "target") if real else "layer")
+                position, value = first + c, int(tensor[r, first + c])
+                if value == module.IGNORE_INDEX:
+                    color = "masked"
+                elif name == "inputs":
+                    color = "token" if position < len(batch[r]) else "layer"
+                else:  # every target up to the first padding token counts in the loss
+                    color = "target"
                 box(ax, left + c * cell, y, cell - 0.04, 0.38, str(value), color, fontsize=FONT - 2,
                     style="square")
-    for c in range(CH07_SHOWN_COLUMNS):
-        note(ax, left + c * cell + 0.29, 3.62, str(first + c), ha="center", fontsize=FONT - 3)
-    legend = [("token", "text tokens"), ("layer", "50256 <|endoftext|>: padding, or the one\nend-of-text the model "
-                                                  "learns to write"), ("masked", "-100: ignored by the loss")]
-    for k, (color, text) in enumerate(legend):
-        box(ax, 0.2 + 2.2 * k + (0.6 if k == 2 else 0), 0.2, 0.3, 0.22, "", color, style="square")
-        note(ax, 0.6 + 2.2 * k + (0.6 if k == 2 else 0), 0.31, text, color=INK, fontsize=FONT - 2)
+        for c in range(CH07_SHOWN_COLUMNS):
+            note(ax, left + c * cell + 0.29, y0, str(first + c), ha="center", fontsize=FONT - 3)
+    legend = [("token", "text tokens", 0.2), ("layer", "50256: padding", 1.75),
+              ("target", "targets the loss uses,\nending in one 50256", 3.55), ("masked", "-100: ignored", 6.3)]
+    for color, text, x in legend:
+        box(ax, x, 0.2, 0.3, 0.22, "", color, style="square")
+        note(ax, x + 0.4, 0.31, text, color=INK, fontsize=FONT - 2)
     return fig
 
 
@@ -645,27 +642,31 @@ def appendix_a_computation_graph():
     z = x @ w + b
     a = torch.sigmoid(z)
     loss = F.binary_cross_entropy(a, y)
-    grad_w, grad_b = torch.autograd.grad(loss, [w, b])
-    fig, ax = canvas(8.4, 3.6)
-    nodes = {"x": (0.2, 2.55, f"x = [{x[0]:.1f}, {x[1]:.1f}]", "token"),
-             "w": (0.2, 1.65, f"w = [{w[0]:.1f}, {w[1]:.1f}]", "train"),
-             "b": (0.2, 0.75, f"b = {b.item():.1f}", "train"),
-             "z": (2.75, 1.65, f"z = x \u00b7 w + b\n= {z.item():.2f}", "vector"),
-             "a": (4.55, 1.65, f"a = \u03c3(z)\n= {a.item():.4f}", "vector"),
-             "loss": (6.35, 1.65, f"loss = BCE(a, y)\n= {loss.item():.4f}", "target")}
-    for name, (x0, y0, text, color) in nodes.items():
-        box(ax, x0, y0, 1.75 if name in "xwb" else 1.6, 0.65, text, color, fontsize=FONT - 1)
+    grad_a, grad_z, grad_w, grad_b = torch.autograd.grad(loss, [a, z, w, b])
+    fig, ax = canvas(8.4, 3.9)
+    nodes = {"x": (0.2, 2.75, f"x = [{x[0]:.1f}, {x[1]:.1f}]", "token", None),
+             "w": (0.2, 1.85, f"w = [{w[0]:.1f}, {w[1]:.1f}]", "train",
+                   f"[{grad_w[0]:.4f}, {grad_w[1]:.4f}]"),
+             "b": (0.2, 0.95, f"b = {b.item():.1f}", "train", f"{grad_b.item():.4f}"),
+             "z": (2.75, 1.85, f"z = x \u00b7 w + b\n= {z.item():.2f}", "vector", f"{grad_z.item():.4f}"),
+             "a": (4.55, 1.85, f"a = \u03c3(z)\n= {a.item():.4f}", "vector", f"{grad_a.item():.4f}"),
+             "loss": (6.35, 1.85, f"loss = BCE(a, y)\n= {loss.item():.4f}", "target", "1")}
+    for name, (x0, y0, text, color, grad) in nodes.items():
+        width = 1.75 if name in "xwb" else 1.6
+        box(ax, x0, y0, width, 0.65, text, color, fontsize=FONT - 1)
+        if grad:
+            note(ax, x0 + width / 2, y0 - 0.13,
+                 f"\u2202loss/\u2202{name} = {grad}" if name != "loss" else "start: \u2202loss/\u2202loss = 1",
+                 ha="center", color=COLORS["accent"], fontsize=FONT - 2)
     for src in "xwb":
-        arrow(ax, (1.95, nodes[src][1] + 0.32), (2.75, 1.97))
-    arrow(ax, (4.35, 1.97), (4.55, 1.97))
-    arrow(ax, (6.15, 1.97), (6.35, 1.97))
-    note(ax, 6.35, 2.55, f"y = {y.item():.0f} (label)", color=INK)
-    note(ax, 2.75, 3.3, "forward: left to right, autograd records each operation", color=INK)
-    arrow(ax, (7.95, 1.5), (1.1, 0.55), color=COLORS["accent"], connection="arc3,rad=-0.08")
-    note(ax, 2.5, 0.2, f"backward: \u2202loss/\u2202w = (a \u2212 y) x = [{grad_w[0]:.4f}, {grad_w[1]:.4f}],  "
-                       f"\u2202loss/\u2202b = a \u2212 y = {grad_b.item():.4f}", color=COLORS["accent"],
-         fontsize=FONT - 1)
-    note(ax, 0.2, 3.3, "green: leaves with\nrequires_grad=True", fontsize=FONT - 2)
+        arrow(ax, (1.95, nodes[src][1] + 0.32), (2.75, 2.17))
+    arrow(ax, (4.35, 2.17), (4.55, 2.17))
+    arrow(ax, (6.15, 2.17), (6.35, 2.17))
+    note(ax, 6.35, 2.75, f"y = {y.item():.0f} (label)", color=INK)
+    note(ax, 2.75, 3.55, "forward (black), left to right; backward (orange): the gradients autograd computes",
+         color=INK)
+    note(ax, 0.2, 0.35, "green: leaves with requires_grad=True, where backward() stores .grad. "
+                        "\u2202loss/\u2202z = a \u2212 y; \u2202loss/\u2202w = (a \u2212 y) x.", fontsize=FONT - 2)
     return fig
 
 
@@ -675,7 +676,7 @@ def appendix_a_computation_graph():
 
 def pipeline():
     fig, ax = canvas(8.4, 3.3)
-    stages = [("Appendix A", "PyTorch:\ntensors, autograd,\ntraining loops", "layer"),
+    stages = [("Appendix A", "PyTorch\nbasics", "layer"),
               ("Chapter 2", "text \u2192 tokens\n\u2192 ids \u2192 vectors", "text"),
               ("Chapter 3", "attention:\nwhich tokens\nmatter", "token"),
               ("Chapter 4", "the GPT model\n(124M parameters)", "vector"),
@@ -767,9 +768,14 @@ FIGURES = [
 def render(figure, path):
     """Draw ``figure`` and save it as a PNG at ``path`` (no timestamp or version in the file)."""
     fig = figure.draw()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, metadata={"Software": None}, facecolor="white")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, facecolor="white")
     plt.close(fig)
+    # a palette of at most 128 colours keeps the files small (anti-aliased edges need a few shades per colour)
+    image = Image.open(buffer).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT,
+                                                       dither=Image.Dither.NONE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, optimize=True)
 
 
 def cell_id(figure):
