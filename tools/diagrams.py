@@ -6,8 +6,8 @@
 Every diagram is drawn with matplotlib (its bundled DejaVu fonts, a fixed size and dpi) and saved as a PNG in the
 ``figures/`` folder of its chapter, where READMEs can show it. Inside a notebook it is a markdown cell whose image
 is the PNG itself as a ``data:image/png;base64`` URI, so it travels inside the ``.ipynb`` file: Colab opens a single
-notebook without its folder and does not draw markdown *attachments* (googlecolab/colabtools#3836), while it, GitHub,
-JupyterLab, VS Code and nbconvert draw data URIs (setup/figures.md says which renderers were checked and how).
+notebook without its folder and does not draw markdown *attachments* (googlecolab/colabtools#3836), but stores
+pasted images as data URIs itself (tools/README.md says which renderers were checked here, and how).
 
 Where a diagram shows numbers they are computed here with the chapter's own data and code: GPT-2's tokenizer
 (tiktoken), the toy inputs and logits the notebooks use (tests/test_diagrams.py checks they are still the
