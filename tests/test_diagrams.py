@@ -68,6 +68,8 @@ def test_toy_numbers_are_the_notebooks():
     ch05 = "".join("".join(c["source"]) for c in json.loads((ROOT / "ch05/ch05.ipynb").read_text())["cells"])
     assert f"toy_logits = torch.tensor({diagrams.CH05_LOGITS})" in ch05
     assert f"toy_vocab = {diagrams.CH05_VOCAB}".replace("'", '"') in ch05
+    ch06 = (ROOT / "ch06/ch06.ipynb").read_text(encoding="utf-8")
+    assert f'tokenizer.encode(\\"{diagrams.CH06_MESSAGE}\\")' in ch06
     ch03 = "".join("".join(c["source"]) for c in json.loads((ROOT / "ch03/ch03.ipynb").read_text())["cells"])
     for word, row in zip(diagrams.CH03_WORDS, diagrams.CH03_INPUTS):
         assert re.search(re.escape(f"[{row[0]:.2f}, {row[1]:.2f}, {row[2]:.2f}]") + r"\]?,?\s+# " + word, ch03), word

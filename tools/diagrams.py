@@ -155,7 +155,7 @@ def ch02_text_to_vectors():
         note(ax, x + cell / 2, rows["vectors"] + 1.3, "\u22ee", ha="center", fontsize=FONT)
     labels = ["GPT-2's tokenizer splits the text into pieces it knows",
               "each piece has an id in the vocabulary (50,257 ids)",
-              "the embedding layer returns row `id` of a 50,257 \u00d7 768 matrix (GPT-2 small)"]
+              "the embedding layer returns the row of a 50,257 \u00d7 768 matrix at each id (GPT-2 small)"]
     for label, y_from, y_to in zip(labels, [rows["text"], rows["tokens"], rows["ids"]],
                                    [rows["tokens"] + 0.55, rows["ids"] + 0.55, rows["vectors"] + 1.45]):
         arrow(ax, (left + 0.4, y_from), (left + 0.4, y_to), text=label)
@@ -177,7 +177,7 @@ def ch02_sliding_windows():
         box(ax, left + i * cell, 2.8, cell, 0.5, shown(token), "layer", fontsize=FONT - 2)
         note(ax, left + (i + 0.5) * cell, 2.65, str(i), ha="center", fontsize=FONT - 2)
     note(ax, 0.15, 3.05, "tokens", color=INK, fontsize=FONT)
-    n_windows = (len(ids) - 1 - max_length) // stride + 1  # windows whose target fits in the text
+    n_windows = len(range(0, len(ids) - max_length, stride))  # the starts GPTDataset (ch02) uses
     for w in range(n_windows):
         start, y = w * stride, 1.85 - w * 0.75
         note(ax, 0.15, y + 0.45, f"window {w + 1}", color=INK, fontsize=FONT - 1)
@@ -519,10 +519,13 @@ def ch06_head_swap():
     return fig
 
 
+CH06_MESSAGE = "Are we still meeting for lunch today"  # ch06.ipynb, section 6.5
+
+
 def ch06_last_token():
+    _, words = gpt2_tokens(CH06_MESSAGE)
     fig, ax = canvas(8.4, 3.6)
-    words = ["Are", " we", " still", " meeting", " for", " lunch", " today"]
-    cell = 1.05
+    cell = 7.35 / len(words)
     for i, word in enumerate(words):
         x = 0.4 + i * cell
         box(ax, x, 0.5, cell - 0.1, 0.45, shown(word), "token", fontsize=FONT - 1)
