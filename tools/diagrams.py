@@ -135,7 +135,7 @@ CH02_WINDOW_TEXT = "Every effort moves you forward, one small step at a time."
 
 def ch02_text_to_vectors():
     ids, tokens = gpt2_tokens(CH02_SENTENCE)
-    fig, ax = canvas(8.4, 4.6)
+    fig, ax = canvas(8.4, 4.75)
     left, cell, gap = 1.25, 0.86, 0.06
     rows = {"text": 4.05, "tokens": 3.05, "ids": 2.05, "vectors": 0.25}
     labels = {"text": "text", "tokens": "tokens", "ids": "token ids", "vectors": "embedding\nvectors"}
