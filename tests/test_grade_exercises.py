@@ -1,10 +1,13 @@
 """tools/grade_exercises.py gives each exercise the verdict its check gives, and blames the right exercise.
 
-* Every chapter's blank template: every exercise the chapter defines FAILs with its check's hint (through the
-  command line, which also writes the JSON report and exits with status 1).
-* The worked solutions: every exercise PASSes. SOLVED_CHAPTERS lists the chapters whose solutions are graded here;
-  nbval runs every chapter's exercise-solutions.ipynb in the suite anyway, whose checks are the same cells.
-* A solution notebook with one plausible wrong answer: exactly that exercise FAILs, with the check's hint.
+* Every chapter's blank template FAILs every exercise: tests/test_exercises.py grades them with this tool.
+* The worked solutions: every exercise PASSes. SOLVED_CHAPTERS lists the chapters whose solutions are graded here:
+  all but chapters 5 and 7, whose solutions take longest (about 2 min and 50 s on the busy 2-core development
+  machine, against 10 to 35 s for the others). Chapter 6 stands for the chapters that load GPT-2. nbval runs every
+  chapter's exercise-solutions.ipynb in the suite, with the template's check cells (tests/test_exercises.py keeps
+  them identical), so a check that fails on a solution fails the suite there.
+* A solution notebook with one plausible wrong answer: exactly that exercise FAILs, with the check's hint (through
+  the command line, which also writes the JSON report and exits with status 1).
 * A student's own mistakes: a cell that raises, a cell that runs past the timeout, an edited check cell, a deleted
   check cell. Each FAILs its own exercise and no other, and the grader itself does not stop; an error after the
   last exercise is listed and decides nothing.
@@ -14,7 +17,6 @@ the synthetic GPT-2 stand-ins and run their quick versions), as nbval runs them.
 """
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -28,9 +30,8 @@ import grade_exercises  # noqa: E402  (tools/ is not a package)
 pytestmark = pytest.mark.synthetic_gpt2  # chapters 5-7 load GPT-2 (the root conftest's stand-ins)
 
 CHAPTERS = sorted(p.parent.name for p in ROOT.glob("*/exercise_checks.py"))
-SOLVED_CHAPTERS = ["appendix-A", "ch02", "ch03", "ch04"]
+SOLVED_CHAPTERS = ["appendix-A", "ch02", "ch03", "ch04", "ch06"]  # ch05 and ch07: see the docstring
 TIMEOUT = 300
-CRASH = re.compile(r"\w+(Error|Exception|Interrupt): ")  # how the report shows an error that is no hint
 
 
 def statuses(report):
@@ -62,26 +63,6 @@ def test_chapters_found():
     assert grade_exercises.chapter_checks(ROOT / "ch04") == [f"check_exercise_4_{i}" for i in (1, 2, 3)]
 
 
-@pytest.mark.parametrize("chapter", CHAPTERS)
-def test_blank_template_fails_every_exercise(chapter, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(grade_exercises, "course_environment", lambda scratch: {})  # pytest's is offline already
-    out = tmp_path / "report.json"
-    status = grade_exercises.main([str(ROOT / chapter / "exercises.ipynb"), "--json", str(out),
-                                   "--timeout", str(TIMEOUT)])
-    report = json.loads(out.read_text())
-    expected = [grade_exercises.exercise_id(c) for c in grade_exercises.chapter_checks(ROOT / chapter)]
-    assert status == 1
-    assert report["chapter"] == chapter and report["passed"] == 0 and report["total"] == len(expected)
-    assert [e["exercise"] for e in report["exercises"]] == expected
-    for exercise in report["exercises"]:
-        # the check's hint for a missing answer; any other error would read "NameError: ...", "TypeError: ..."
-        assert exercise["status"] == "FAIL" and exercise["message"] and not CRASH.match(exercise["message"]), exercise
-    assert report["other_errors"] == []
-    printed = capsys.readouterr().out
-    assert f"0 of {len(expected)} exercises pass" in printed
-    assert all(f"  {e}  FAIL  " in printed for e in expected), printed
-
-
 @pytest.mark.parametrize("chapter", SOLVED_CHAPTERS)
 def test_solutions_pass_every_exercise(chapter):
     report = grade_exercises.grade(ROOT / chapter / "exercise-solutions.ipynb", TIMEOUT)
@@ -90,15 +71,23 @@ def test_solutions_pass_every_exercise(chapter):
     assert all(m.startswith("Correct") for m in messages(report).values()), messages(report)
 
 
-def test_one_wrong_answer_fails_exactly_that_exercise(tmp_path):
+def test_one_wrong_answer_fails_exactly_that_exercise(tmp_path, monkeypatch, capsys):
     def two_dimensions_per_head(cells):  # the wrapper concatenates the heads: 2 heads of d_out=2 give 4 dimensions
         i = cell_index(cells, "torch.manual_seed(123)\nmha_2d = ")
         cells[i].source = cells[i].source.replace("d_out=1", "d_out=2")
 
-    report = grade_exercises.grade(write_variant(tmp_path, "ch03", two_dimensions_per_head), TIMEOUT)
+    monkeypatch.setattr(grade_exercises, "course_environment", lambda scratch: {})  # pytest's is offline already
+    out = tmp_path / "report.json"
+    status = grade_exercises.main([str(write_variant(tmp_path, "ch03", two_dimensions_per_head)), "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert status == 1
+    assert report["chapter"] == "ch03" and (report["passed"], report["total"]) == (4, 5)
     assert statuses(report) == {"3.1": "PASS", "3.2": "FAIL", "3.3": "PASS", "3.4": "PASS", "3.5": "PASS"}
     assert "output shape is (2, 6, 4), expected (2, 6, 2)" in messages(report)["3.2"]
     assert "what must each head's d_out be?" in messages(report)["3.2"]
+    printed = capsys.readouterr().out
+    assert "(chapter ch03): 4 of 5 exercises pass" in printed
+    assert "  3.2  FAIL  output shape is (2, 6, 4)" in printed and "  3.1  PASS  Correct: " in printed
 
 
 def test_student_mistakes_fail_their_own_exercise_only(tmp_path):

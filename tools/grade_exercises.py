@@ -158,12 +158,11 @@ def grade(path, timeout=900, env=None):
                       "must stay in place)"
         elif index not in outcomes:
             message = "never run: the kernel died before this exercise's check cell"
-        elif outcomes[index] and own_errors:
-            message = "; ".join([*own_errors, f"check: {outcomes[index]}"])
-        elif outcomes[index] or own_errors:
-            message = outcomes[index] or "; ".join(own_errors)
         else:
-            message = printed_text(notebook.cells[index])
+            problems = list(own_errors)
+            if outcomes[index]:
+                problems.append(f"check: {outcomes[index]}" if own_errors else outcomes[index])
+            message = "; ".join(problems) or printed_text(notebook.cells[index])
         passed = index in outcomes and not outcomes[index] and not own_errors
         exercises.append({"exercise": exercise_id(check), "check": check, "status": "PASS" if passed else "FAIL",
                           "message": message})
