@@ -32,14 +32,15 @@ class FasterAttention(nn.Module):
         if cache is not None:  # keys and values of earlier positions are kept; append this call's
             k, v, start = cache.append(k, v)
         dropout = self.drop_rate if self.training else 0.0
-        # With a cache the queries sit at positions start, start + 1, ...: each sees every key up to its own.
-        mask = None if start == 0 else causal_mask(num_tokens, start, x.device)
+        # With a cache the queries sit at positions start, start + 1, ...: each sees every key up to its own (a
+        # single new token sees them all, so it needs no mask).
+        mask = None if start == 0 or num_tokens == 1 else causal_mask(num_tokens, start, x.device)
         if self.sdpa:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
                                                      is_causal=mask is None and num_tokens > 1)
         else:
             scores = q @ k.transpose(2, 3) / self.head_dim ** 0.5  # (batch, heads, tokens, keys)
-            allowed = causal_mask(num_tokens, start, x.device) if mask is None else mask
+            allowed = causal_mask(num_tokens, start, x.device)
             weights = F.dropout(torch.softmax(scores.masked_fill(~allowed, -torch.inf), dim=-1), dropout,
                                 self.training)
             context = weights @ v
