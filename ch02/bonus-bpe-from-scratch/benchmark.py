@@ -19,7 +19,7 @@ from pathlib import Path
 
 import tiktoken
 
-from benchmarking import describe_run, time_alternately
+from benchmarking import describe_run, result_rows, save_results, time_alternately
 from bpe import load_gpt2_tokenizer, sample_text
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -30,6 +30,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="rounds; the median counts (default 5, at least 3)")
     parser.add_argument("--tiny", action="store_true", help="The Verdict alone instead of both texts")
+    parser.add_argument("--json", type=Path, help="also save the timings there as JSON (for benchmark_all.py)")
     args = parser.parse_args(argv)
     if args.repeats < 3:
         parser.error(f"--repeats must be at least 3 (a median of fewer runs says little), got {args.repeats}")
@@ -65,6 +66,8 @@ def main(argv=None):
               f"{megabytes / median[name]:>8.2f}{tokens / median[name]:>12,.0f}")
     for name in list(seconds)[:2]:
         print(f"ratio of median times, {name} / tiktoken: {median[name] / median['tiktoken']:.2f}")
+    if args.json:
+        save_results(args.json, result_rows(f"BPE encoding, {megabytes * 1e3:.0f} kB of text", seconds, "tiktoken"))
 
 
 if __name__ == "__main__":

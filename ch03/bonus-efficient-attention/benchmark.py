@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from benchmarking import describe_run, time_alternately
+from benchmarking import describe_run, result_rows, save_results, time_alternately
 from efficient_attention import IMPLEMENTATIONS, REFERENCE, MultiHeadAttention, from_chapter
 
 PASSES = ("forward", "forward+backward")
@@ -38,6 +38,7 @@ def parse_args(argv=None):
     parser.add_argument("--tiny", action="store_true", help="batch 1, 32 tokens, 48 dims, 4 heads (overrides those)")
     parser.add_argument("--plot", type=Path, default=Path(__file__).with_name("benchmark.png"),
                         help="where to save the bar plot (default: benchmark.png beside this script)")
+    parser.add_argument("--json", type=Path, help="also save the timings there as JSON (for benchmark_all.py)")
     args = parser.parse_args(argv)
     for name in ["batch", "tokens", "emb_dim", "heads"]:
         if getattr(args, name) < 1:
@@ -130,6 +131,11 @@ def main(argv=None):
         results[device] = measure(layers, x, args.repeats)
         print_table(device, results[device])
     plot_ratios(results, f"Multi-head attention, {shape}", args.plot)
+    if args.json:
+        save_results(args.json, [row for device, times in results.items() for pass_name in PASSES
+                                 for row in result_rows(f"attention {pass_name} ({device}, {shape})",
+                                                        {name: times[pass_name, name] for name in IMPLEMENTATIONS},
+                                                        REFERENCE)])
     print(f"\nsaved the plot to {args.plot}")
 
 

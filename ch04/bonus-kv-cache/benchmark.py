@@ -16,11 +16,12 @@ import statistics
 import sys
 import warnings
 from functools import partial
+from pathlib import Path
 
 import torch
 from tqdm import TqdmWarning
 
-from benchmarking import describe_run, time_alternately
+from benchmarking import describe_run, result_rows, save_results, time_alternately
 from kv_cache import generate_greedy_cached
 from previous_chapters import GPT_CONFIG_124M, GPTConfig, GPTModel, generate_greedy, load_gpt2_params
 
@@ -51,6 +52,7 @@ def main(argv=None):
     parser.add_argument("--new-tokens", type=int, default=200, help="tokens each generation adds (default: 200)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds, at least 3 (default: 3)")
     parser.add_argument("--tiny", action="store_true", help="a 2-block model of width 64 instead of GPT-2 small")
+    parser.add_argument("--json", type=Path, help="also save the timings there as JSON (for benchmark_all.py)")
     args = parser.parse_args(argv)
     if args.new_tokens < 1:
         parser.error(f"--new-tokens must be at least 1, got {args.new_tokens}")
@@ -89,6 +91,10 @@ def main(argv=None):
           f"{median['chapter 4, no cache'] / median['chapter 4 + KV cache']:.2f} (the speed-up of the cache)")
     print(f"ratio of median times, chapter 4 + KV cache / transformers generate: "
           f"{median['chapter 4 + KV cache'] / median['transformers generate']:.2f} (below 1: the course's is faster)")
+    if args.json:
+        save_results(args.json, result_rows(f"greedy generation, {args.new_tokens} new tokens, "
+                                            f"{'tiny model' if args.tiny else 'GPT-2 small'}", seconds,
+                                            "transformers generate"))
 
 
 if __name__ == "__main__":
