@@ -112,7 +112,11 @@ def test_training_changes_only_the_trainable_part_and_lowers_the_loss(tokenizer,
     loader = create_loader(ENTRIES, tokenizer, batch_size=2)
     before = validation_loss(model, loader)
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    product_dtypes = set()  # the dtype of a matrix product's output while training (not while evaluating)
+    model.trf_blocks[2].ff.down.register_forward_hook(
+        lambda module, args, output: module.training and product_dtypes.add(output.dtype))
     history = train(model, loader, loader, optimizer, num_epochs=4, eval_freq=3, bfloat16=bfloat16)
+    assert product_dtypes == {torch.bfloat16 if bfloat16 else torch.float32}
     assert history["step"] == [3, 6, 8]  # every eval_freq steps, and after the last
     assert set(history) == {"step", "train_loss", "val_loss", "seconds", "load"}
     assert history["val_loss"][-1] == pytest.approx(validation_loss(model, loader), rel=1e-5)
