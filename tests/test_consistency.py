@@ -31,6 +31,9 @@ IDENTICAL_FILES = {
     "gpt_download.py": ROOT / "ch05" / "gpt_download.py",
     "tf_checkpoint.py": ROOT / "ch05" / "tf_checkpoint.py",
     "lora.py": ROOT / "ch06" / "bonus-lora" / "lora.py",
+    "llama.py": ROOT / "ch05" / "bonus-gpt-to-llama" / "llama.py",
+    "metrics.py": ROOT / "ch07" / "metrics.py",
+    "llm_judge.py": ROOT / "ch07" / "llm_judge.py",
 }
 COPY_FILE = "previous_chapters.py"
 EXERCISE_NOTEBOOKS = {"exercises.ipynb", "exercise-solutions.ipynb"}
