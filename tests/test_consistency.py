@@ -4,8 +4,9 @@ Chapter folders are self-contained, so they carry copies of earlier code. The co
 course's files (tests/course_files.py skips virtual environments, hidden and build folders) and checked:
 
 * whole files copied unchanged into the folders that need them (``download.py``, ``conftest.py`` and
-  ``benchmarking.py`` from ``setup/``, chapter 5's GPT-2 loader, chapter 6's LoRA module): each is byte-identical
-  to its source, listed in IDENTICAL_FILES (the sources themselves are course modules like any other);
+  ``benchmarking.py`` from ``setup/``, chapter 5's GPT-2 loader, chapter 6's LoRA module, the GPT-to-Llama bonus's
+  ``llama.py``): each is byte-identical to its source, listed in IDENTICAL_FILES (the sources themselves are course
+  modules like any other);
 * ``previous_chapters.py`` files: each definition is AST-identical to the definition of the same name in a course
   module of another folder (found by name), and is used by its own folder: a copy carries only what its folder
   needs;

@@ -202,22 +202,39 @@ class LlamaModel(nn.Module):
         Each token attends to itself and the ``context_length - 1`` tokens before it: the usual causal attention
         for inputs up to the context length, a sliding window beyond it.
         """
-        num_new = in_idx.shape[1]
         start = cache.length if cache is not None else 0
         num_cached = cache.cached_tokens() if cache is not None else 0
-        query_pos = torch.arange(start, start + num_new, device=in_idx.device)
-        key_pos = torch.arange(start - num_cached, start + num_new, device=in_idx.device)
-        offset = query_pos[:, None] - key_pos[None, :]  # (new, cached + new): how far back each key lies
-        mask = (offset >= 0) & (offset < self.cfg.context_length)
-        cos, sin = rope_angles(query_pos, self.cfg.emb_dim // self.cfg.n_heads, self.cfg.rope_base)
+        cos, sin, mask = self.attention_inputs(start, in_idx.shape[1], num_cached, in_idx.device)
         x = self.tok_emb(in_idx)  # (batch, tokens, emb_dim)
         for i, block in enumerate(self.trf_blocks):
             x, (keys, values) = block(x, cos, sin, mask, cache.blocks[i] if cache is not None else None)
             if cache is not None:
                 cache.store(i, keys, values)
         if cache is not None:
-            cache.length += num_new
+            cache.length += in_idx.shape[1]
         return self.out_head(self.final_norm(x))
+
+    def attention_inputs(self, start, num_new, num_cached, device):
+        """RoPE's cos and sin (new, head_dim) for ``num_new`` tokens at positions ``start``, ``start + 1``, ... and
+        the mask (new, cached + new), True where a new token may attend to a cached or new one."""
+        query_pos = torch.arange(start, start + num_new, device=device)
+        key_pos = torch.arange(start - num_cached, start + num_new, device=device)
+        offset = query_pos[:, None] - key_pos[None, :]  # (new, cached + new): how far back each key lies
+        mask = (offset >= 0) & (offset < self.cfg.context_length)
+        cos, sin = rope_angles(query_pos, self.cfg.emb_dim // self.cfg.n_heads, self.cfg.rope_base)
+        return cos, sin, mask
+
+    def run_blocks(self, x, first, stop):
+        """The output of blocks ``first`` to ``stop - 1`` for ``x`` (batch, tokens, emb_dim), without a cache.
+
+        ``x`` is what block ``first`` receives: the token embeddings if ``first`` is 0, else block ``first - 1``'s
+        output. A classifier that trains only the last blocks runs the frozen ones once with this (chapter 6's
+        bonus-real-weights), and ``forward`` equals ``out_head(final_norm(run_blocks(tok_emb(ids), 0, n_layers)))``.
+        """
+        cos, sin, mask = self.attention_inputs(0, x.shape[1], 0, x.device)
+        for block in self.trf_blocks[first:stop]:
+            x, _ = block(x, cos, sin, mask)
+        return x
 
 
 def generate(model, token_ids, max_new_tokens, eos_id=None):

@@ -206,6 +206,18 @@ def test_cache_gives_the_full_forward_pass_logits_also_as_the_window_slides(chun
         assert not torch.allclose(full[:, 16:], model(ids[:, 4:])[:, 12:], atol=1e-3)  # beyond it, tokens remember
 
 
+def test_run_blocks_split_anywhere_gives_the_forward_pass():
+    model = tiny_model()
+    ids = torch.randint(0, TINY.vocab_size, (2, 12))
+    with torch.no_grad():
+        full = model(ids)
+        for split in range(TINY.n_layers + 1):
+            frozen = model.run_blocks(model.tok_emb(ids), 0, split)  # (2, 12, emb_dim)
+            rest = model.run_blocks(frozen, split, TINY.n_layers)
+            torch.testing.assert_close(model.out_head(model.final_norm(rest)), full, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(model.run_blocks(model.tok_emb(ids), 0, 1), model.tok_emb(ids))  # a block ran
+
+
 def test_generate_with_cache_gives_chapter_5s_greedy_tokens_and_stops_at_eos():
     model = tiny_model()
     torch.manual_seed(6)
