@@ -56,8 +56,13 @@ def result_rows(benchmark, seconds, reference):
 
 def save_results(path, rows):
     """Write the rows as JSON to ``path`` (a script's ``--json`` option; ch05/bonus-faster-gpt/benchmark_all.py
-    collects them). Written to a temporary file first and renamed, so a failed run never leaves half a file."""
+    collects them)."""
+    write_atomically(path, json.dumps(rows, indent=1))
+
+
+def write_atomically(path, text):
+    """Write ``text`` to a temporary file beside ``path``, then rename it: a failed run never leaves half a file."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(rows, indent=1))
+    partial.write_text(text)
     partial.replace(path)

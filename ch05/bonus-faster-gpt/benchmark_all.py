@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from tqdm import TqdmWarning
 
-from benchmarking import cpu_name, describe_run, result_rows, time_alternately
+from benchmarking import cpu_name, describe_run, result_rows, time_alternately, write_atomically
 from faster_gpt import from_gpt_model, generate_faster
 from previous_chapters import GPT_CONFIG_124M, GPTModel, load_gpt2_params
 
@@ -297,8 +297,7 @@ def main(argv=None):
     table = markdown(rows, notes, header)
     print("\n" + table)
     md_path = args.out / "benchmark-results.md"
-    md_path.with_name(md_path.name + ".partial").write_text(table)
-    md_path.with_name(md_path.name + ".partial").replace(md_path)
+    write_atomically(md_path, table)
     plot(rows, header, args.out / "benchmark-results.png")
     print(f"wrote {md_path} and {args.out / 'benchmark-results.png'}")
 
