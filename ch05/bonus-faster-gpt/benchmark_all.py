@@ -10,7 +10,8 @@ In this process, on the same weights, with the contenders taking turns in every 
   the memory bandwidth (reading a large tensor), which bound the training step and generation;
 * a training step of GPT-2 small (batch 2 x 256 tokens, AdamW), in float32, as an ablation that adds one change
   at a time (chapter 4's model, fused QKV projection, scaled_dot_product_attention, fused LayerNorm and GELU, fused
-  AdamW, torch.compile), against Hugging Face's GPT2LMHeadModel; then the same under bfloat16 autocast;
+  AdamW, dropout masks from uniform random numbers, torch.compile), against Hugging Face's GPT2LMHeadModel; then
+  the same under bfloat16 autocast;
 * greedy generation of 200 tokens with a key/value cache, against transformers' ``generate``, in float32, and
   with bfloat16 weights.
 
@@ -52,6 +53,7 @@ HERE = Path(__file__).resolve().parent
 COURSE = HERE.parents[1]
 TRAIN_CONFIG = replace(GPT_CONFIG_124M, context_length=256, qkv_bias=True, tie_embeddings=True)  # dropout 0.1
 TINY_CONFIG = replace(TRAIN_CONFIG, vocab_size=1000, context_length=32, emb_dim=32, n_heads=2, n_layers=2)
+FASTER, COMPILED = "FasterGPT (+ uniform dropout masks)", "FasterGPT + torch.compile"  # names in the table
 # The other benchmarks of the course: folder, then the arguments of a full and of a tiny run.
 COURSE_BENCHMARKS = {
     "ch03/bonus-efficient-attention": (["--batch", "2"], ["--tiny"]),
@@ -98,17 +100,11 @@ def training_flops(cfg, batch):
     return 3 * 2 * tokens * linear + 3 * tokens * attention
 
 
-def set_variant(model, sdpa, fused_ops):
-    """Switch a FasterGPT's attention kernel and elementwise kernels (the ablation shares one set of weights)."""
-    for block in model.trf_blocks:
-        block.fused_ops, block.att.sdpa = fused_ops, sdpa
-    return model
-
-
-def training_step(model, optimizer, inputs, targets, autocast, variant=None):
-    """One AdamW step on one batch, optionally under bfloat16 autocast; ``variant`` = (module, sdpa, fused_ops)."""
-    if variant:
-        set_variant(*variant)
+def training_step(model, optimizer, inputs, targets, autocast, switches=None):
+    """One AdamW step on one batch, optionally under bfloat16 autocast. ``switches`` = (FasterGPT, sdpa, fused_ops,
+    fast_dropout): the ablation's variants share one FasterGPT, switched before each step."""
+    if switches:
+        switches[0].set_switches(*switches[1:])
     model.train()
     optimizer.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -124,25 +120,26 @@ def benchmark_training(cfg, repeats, autocast, compile_model):
     torch.manual_seed(123)
     hf = hf_gpt2(cfg)
     chapter = load_gpt2_params(GPTModel(cfg), hf.state_dict())
-    faster = set_variant(from_gpt_model(chapter), sdpa=True, fused_ops=True)
+    faster = from_gpt_model(chapter)
     inputs, targets = (torch.randint(0, cfg.vocab_size, (2, cfg.context_length)) for _ in range(2))
 
     def adamw(model, fused=None):
         return torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1, fused=fused)
 
-    def step(model, optimizer, variant=None):
-        return partial(training_step, model, optimizer, inputs, targets, autocast, variant)
+    def step(model, optimizer, switches=None):
+        return partial(training_step, model, optimizer, inputs, targets, autocast, switches)
 
     plain, fused = adamw(faster), adamw(faster, fused=True)
     contenders = {"transformers GPT2LMHeadModel": step(hf, adamw(hf)),
                   "chapter 4 GPTModel": step(chapter, adamw(chapter))}
     if not autocast:  # the ablation, one change at a time
-        contenders["+ fused QKV projection"] = step(faster, plain, (faster, False, False))
-        contenders["+ scaled_dot_product_attention"] = step(faster, plain, (faster, True, False))
-        contenders["+ fused LayerNorm and GELU"] = step(faster, plain, (faster, True, True))
-    contenders["FasterGPT (+ fused AdamW)"] = step(faster, fused, (faster, True, True))
+        contenders["+ fused QKV projection"] = step(faster, plain, (faster, False, False, False))
+        contenders["+ scaled_dot_product_attention"] = step(faster, plain, (faster, True, False, False))
+        contenders["+ fused LayerNorm and GELU"] = step(faster, plain, (faster, True, True, False))
+        contenders["+ fused AdamW"] = step(faster, fused, (faster, True, True, False))
+    contenders[FASTER] = step(faster, fused, (faster, True, True, True))
     if compile_model:
-        contenders["FasterGPT + torch.compile"] = step(torch.compile(faster), fused, (faster, True, True))
+        contenders[COMPILED] = step(torch.compile(faster), fused, (faster, True, True, True))
     start = time.perf_counter()
     for _ in range(2):  # warm-up: memory, kernels and the compilation
         for run in contenders.values():
@@ -265,7 +262,7 @@ def main(argv=None):
         seconds = benchmark_training(cfg, args.repeats, autocast, not args.no_compile)
         rows += result_rows(name, seconds, "transformers GPT2LMHeadModel")
         peak = limits[f"matmul torch.{'bfloat16' if autocast else 'float32'}"]
-        for contender in ("transformers GPT2LMHeadModel", "FasterGPT (+ fused AdamW)", "FasterGPT + torch.compile"):
+        for contender in ("transformers GPT2LMHeadModel", FASTER, COMPILED):
             if contender in seconds:
                 flops = training_flops(cfg, 2) / statistics.median(seconds[contender])
                 notes.append(f"- {name}, {contender}: {flops / 1e9:.0f} GFLOP/s = {flops / peak:.0%} of the "

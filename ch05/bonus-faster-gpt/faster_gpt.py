@@ -2,12 +2,12 @@
 
 ``FasterGPT`` holds exactly the parameters of chapter 4's ``GPTModel`` (GPT-2's tied output head included), laid
 out for speed: one fused query/key/value projection, PyTorch's fused ``scaled_dot_product_attention``, its built-in
-LayerNorm and tanh-approximated GELU, and a key/value cache written in place for generation. ``from_gpt_model``
-copies a chapter model's weights into it, so weights load as in chapter 5 (``load_gpt2_params``) and the two models
-can be compared logit by logit.
+LayerNorm and tanh-approximated GELU, dropout masks drawn from uniform random numbers, and a key/value cache written
+in place for generation. ``from_gpt_model`` copies a chapter model's weights into it, so weights load as in chapter 5
+(``load_gpt2_params``) and the two models can be compared logit by logit.
 
-``sdpa`` and ``fused_ops`` switch the two kinds of change off one at a time, so the notebook can measure what each
-buys.
+Three switches (``FasterGPT.set_switches``) turn the kinds of change off one at a time, so the notebook can measure
+what each buys: ``sdpa``, ``fused_ops`` and ``fast_dropout``.
 """
 
 import torch
@@ -15,15 +15,33 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (each element zeroed with probability p, the others scaled by 1 / (1 - p)) whose mask is made
+    from uniform random numbers compared with p. On a CPU PyTorch draws those faster than the Bernoulli numbers
+    ``nn.Dropout`` uses; ``fast=False`` gives ``nn.Dropout``'s own computation."""
+
+    def __init__(self, p, fast=True):
+        super().__init__(p)
+        self.fast = fast
+
+    def forward(self, x):
+        if not (self.fast and self.training and self.p > 0):
+            return super().forward(x)
+        # float32 numbers even under bfloat16 autocast, so that p and 1 / (1 - p) are not rounded to 8 bits
+        keep = torch.empty(x.shape, device=x.device).uniform_().ge_(self.p).div_(1 - self.p)  # 0 or 1 / (1 - p)
+        return (x * keep).to(x.dtype)
+
+
 class FasterAttention(nn.Module):
     """Causal multi-head attention with one fused query/key/value projection."""
 
-    def __init__(self, cfg, sdpa=True):
+    def __init__(self, cfg):
         super().__init__()
         self.n_heads, self.head_dim = cfg.n_heads, cfg.emb_dim // cfg.n_heads
         self.qkv = nn.Linear(cfg.emb_dim, 3 * cfg.emb_dim, bias=cfg.qkv_bias)  # rows: queries, keys, values
         self.out_proj = nn.Linear(cfg.emb_dim, cfg.emb_dim)
-        self.drop_rate, self.sdpa = cfg.drop_rate, sdpa
+        self.drop_weights = Dropout(cfg.drop_rate)
+        self.sdpa = True
 
     def forward(self, x, cache=None):  # x: (batch, tokens, emb_dim)
         batch, num_tokens, emb_dim = x.shape
@@ -31,19 +49,17 @@ class FasterAttention(nn.Module):
         start = 0
         if cache is not None:  # keys and values of earlier positions are kept; append this call's
             k, v, start = cache.append(k, v)
-        dropout = self.drop_rate if self.training else 0.0
-        # With a cache the queries sit at positions start, start + 1, ...: each sees every key up to its own (a
-        # single new token sees them all, so it needs no mask).
-        mask = None if start == 0 or num_tokens == 1 else causal_mask(num_tokens, start, x.device)
-        if self.sdpa:
+        dropout = self.drop_weights.p if self.training else 0.0
+        if self.sdpa and not (dropout > 0 and self.drop_weights.fast):
+            # With a cache the queries sit at positions start, start + 1, ...: each sees every key up to its own (a
+            # single new token sees them all, so it needs no mask).
+            mask = None if start == 0 or num_tokens == 1 else causal_mask(num_tokens, start, x.device)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
                                                      is_causal=mask is None and num_tokens > 1)
-        else:
-            scores = q @ k.transpose(2, 3) / self.head_dim ** 0.5  # (batch, heads, tokens, keys)
-            allowed = causal_mask(num_tokens, start, x.device)
-            weights = F.dropout(torch.softmax(scores.masked_fill(~allowed, -torch.inf), dim=-1), dropout,
-                                self.training)
-            context = weights @ v
+        else:  # chapter 3's steps; the scaling is applied to the queries, a quarter the size of the scores here
+            scores = (q / self.head_dim ** 0.5) @ k.transpose(2, 3)  # (batch, heads, tokens, keys)
+            scores.masked_fill_(~causal_mask(num_tokens, start, x.device), -torch.inf)
+            context = self.drop_weights(torch.softmax(scores, dim=-1)) @ v
         return self.out_proj(context.transpose(1, 2).reshape(batch, num_tokens, emb_dim))
 
 
@@ -56,14 +72,14 @@ def causal_mask(num_queries, start, device):
 class FasterBlock(nn.Module):
     """Chapter 4's pre-LayerNorm transformer block with the faster attention and fused elementwise operations."""
 
-    def __init__(self, cfg, sdpa=True, fused_ops=True):
+    def __init__(self, cfg):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(cfg.emb_dim), nn.LayerNorm(cfg.emb_dim)
-        self.att = FasterAttention(cfg, sdpa)
+        self.att = FasterAttention(cfg)
         self.fc = nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim)
         self.proj = nn.Linear(4 * cfg.emb_dim, cfg.emb_dim)
-        self.drop_shortcut = nn.Dropout(cfg.drop_rate)
-        self.fused_ops = fused_ops
+        self.drop_shortcut = Dropout(cfg.drop_rate)
+        self.fused_ops = True
 
     def forward(self, x, cache=None):
         x = x + self.drop_shortcut(self.att(layer_norm(self.norm1, x, self.fused_ops), cache))
@@ -89,14 +105,26 @@ def gelu(x, fused):
 class FasterGPT(nn.Module):
     """Chapter 4's GPT with the faster blocks; the output head is always tied to the token embeddings, as GPT-2's."""
 
-    def __init__(self, cfg, sdpa=True, fused_ops=True):
+    def __init__(self, cfg, sdpa=True, fused_ops=True, fast_dropout=True):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
-        self.drop_emb = nn.Dropout(cfg.drop_rate)
-        self.trf_blocks = nn.ModuleList(FasterBlock(cfg, sdpa, fused_ops) for _ in range(cfg.n_layers))
+        self.drop_emb = Dropout(cfg.drop_rate)
+        self.trf_blocks = nn.ModuleList(FasterBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.emb_dim)
+        self.set_switches(sdpa, fused_ops, fast_dropout)
+
+    def set_switches(self, sdpa, fused_ops, fast_dropout):
+        """Choose, in every block, the attention kernel (``scaled_dot_product_attention`` or chapter 3's steps),
+        the LayerNorm and GELU kernels (fused or chapter 4's steps) and how dropout masks are drawn. The weights
+        stay as they are; returns the model."""
+        for block in self.trf_blocks:
+            block.att.sdpa, block.fused_ops = sdpa, fused_ops
+        for module in self.modules():
+            if isinstance(module, Dropout):
+                module.fast = fast_dropout
+        return self
 
     def forward(self, in_idx, cache=None):  # in_idx: (batch, tokens); with a cache, the tokens after its contents
         start = 0 if cache is None else cache.length
@@ -112,13 +140,13 @@ class FasterGPT(nn.Module):
         return F.linear(x, self.tok_emb.weight)  # (batch, tokens, vocab_size) logits
 
 
-def from_gpt_model(model, sdpa=True, fused_ops=True):
+def from_gpt_model(model, sdpa=True, fused_ops=True, fast_dropout=True):
     """A ``FasterGPT`` holding the weights of chapter 4's ``GPTModel`` ``model`` (which must have a tied head)."""
     cfg = model.cfg
     if not cfg.tie_embeddings:
         raise ValueError("FasterGPT ties its output head to the token embeddings, as GPT-2 does; the given model "
                          "has tie_embeddings=False")
-    faster = FasterGPT(cfg, sdpa, fused_ops).to(model.tok_emb.weight.device)
+    faster = FasterGPT(cfg, sdpa, fused_ops, fast_dropout).to(model.tok_emb.weight.device)
     state = {"tok_emb.weight": model.tok_emb.weight, "pos_emb.weight": model.pos_emb.weight,
              "final_norm.weight": model.final_norm.scale, "final_norm.bias": model.final_norm.shift}
     for i, block in enumerate(model.trf_blocks):

@@ -14,7 +14,7 @@ def test_tiny_run_writes_the_table_and_the_plot(tmp_path):
     benchmark_all.main(["--tiny", "--no-compile", "--repeats", "3", "--out", str(tmp_path)])
     table = (tmp_path / "benchmark-results.md").read_text()
     for expected in ["training step, tiny model, batch 2 x 32, float32", "bfloat16 autocast",
-                     "+ scaled_dot_product_attention", "FasterGPT (+ fused AdamW)", "greedy generation with KV cache",
+                     "+ scaled_dot_product_attention", "FasterGPT (+ uniform dropout masks)", "+ fused AdamW", "greedy generation with KV cache",
                      "attention forward+backward", "BPE encoding", "chapter 4 + KV cache", "model FLOPs utilisation",
                      "memory bandwidth allows at most", "CPU:", "threads"]:
         assert expected in table

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from faster_gpt import FasterGPT, InPlaceCache, from_gpt_model, generate_faster
+from faster_gpt import Dropout, FasterGPT, InPlaceCache, from_gpt_model, generate_faster
 from previous_chapters import GPT_CONFIG_124M, GPTConfig, GPTModel, generate_greedy, load_gpt2_params
 
 CFG = GPTConfig(vocab_size=500, context_length=32, emb_dim=48, n_heads=4, n_layers=3, drop_rate=0.0, qkv_bias=True,
@@ -58,8 +58,9 @@ def test_same_gradients_as_the_chapter_model():
     assert torch.allclose(faster.tok_emb.weight.grad, model.tok_emb.weight.grad, atol=1e-5)
 
 
-def test_dropout_is_active_in_training_and_off_in_eval():
-    faster = from_gpt_model(chapter_model(replace(CFG, drop_rate=0.5)))
+@pytest.mark.parametrize("fast_dropout", [True, False])
+def test_dropout_is_active_in_training_and_off_in_eval(fast_dropout):
+    faster = from_gpt_model(chapter_model(replace(CFG, drop_rate=0.5)), fast_dropout=fast_dropout)
     ids = token_batch()
     with torch.no_grad():
         torch.manual_seed(0)
@@ -67,6 +68,30 @@ def test_dropout_is_active_in_training_and_off_in_eval():
         eval_a, eval_b = faster.eval()(ids), faster(ids)
     assert not torch.allclose(train_a, train_b)
     assert torch.equal(eval_a, eval_b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_uniform_dropout_masks_drop_a_fraction_p_and_scale_the_rest(dtype):
+    torch.manual_seed(0)
+    x = (torch.rand(1_000_000) + 0.5).to(dtype).requires_grad_()
+    y = Dropout(0.1).train()(x)
+    kept = y != 0
+    assert y.dtype == dtype
+    # 900,000 kept on average; the standard deviation of the count is 300
+    assert abs(kept.sum().item() - 900_000) < 3_000
+    assert torch.allclose(y[kept].float(), x[kept].float() / 0.9, rtol=1e-2 if dtype == torch.bfloat16 else 1e-6)
+    y.sum().backward()
+    assert torch.allclose(x.grad.float(), kept / 0.9, rtol=1e-2 if dtype == torch.bfloat16 else 1e-6)
+
+
+def test_training_with_dropout_computes_the_chapter_models_function():
+    """In training with dropout on, attention is computed step by step with the uniform masks; with a drop
+    probability too small to drop anything, that path must give the chapter model's logits."""
+    model = chapter_model(replace(CFG, drop_rate=1e-9))
+    faster = from_gpt_model(model).train()
+    ids = token_batch()
+    with torch.no_grad():
+        assert (faster(ids) - model.eval()(ids)).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize("prefill", [1, 5, CFG.context_length])
