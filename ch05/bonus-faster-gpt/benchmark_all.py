@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import warnings
 from dataclasses import replace
@@ -206,7 +207,7 @@ def plot(rows, header, path):
     """One panel per benchmark: each contender's time relative to the reference (lower is faster)."""
     benchmarks = list(dict.fromkeys(row["benchmark"] for row in rows))
     sizes = [sum(row["benchmark"] == b for row in rows) for b in benchmarks]
-    fig = Figure(figsize=(9, 1.2 + 0.32 * sum(sizes) + 0.6 * len(benchmarks)))
+    fig = Figure(figsize=(9, 1.2 + 0.32 * sum(sizes) + 0.9 * len(benchmarks)), layout="constrained")
     axes = fig.subplots(len(benchmarks), 1, squeeze=False, gridspec_kw={"height_ratios": sizes})[:, 0]
     for ax, benchmark in zip(axes, benchmarks):
         mine = [row for row in rows if row["benchmark"] == benchmark]
@@ -217,9 +218,9 @@ def plot(rows, header, path):
         ax.set_yticks(range(len(mine)), [row["contender"] for row in mine], fontsize=8)
         ax.invert_yaxis()
         ax.margins(x=0.12)
-        ax.set_title(f"{benchmark}: time relative to {mine[0]['reference']}", fontsize=9, loc="left")
+        ax.set_title(textwrap.fill(benchmark, 90), fontsize=9, loc="left")
+        ax.set_xlabel(f"time relative to {mine[0]['reference']}", fontsize=8)
     fig.suptitle("\n".join(header), fontsize=8, x=0.01, ha="left")
-    fig.tight_layout()
     partial_path = path.with_name(path.name + ".partial.png")
     fig.savefig(partial_path, dpi=100)
     partial_path.replace(path)
