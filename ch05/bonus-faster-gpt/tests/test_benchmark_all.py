@@ -14,10 +14,14 @@ def test_tiny_run_writes_the_table_and_the_plot(tmp_path):
     benchmark_all.main(["--tiny", "--no-compile", "--repeats", "3", "--out", str(tmp_path)])
     table = (tmp_path / "benchmark-results.md").read_text()
     for expected in ["training step, tiny model, batch 2 x 32, float32", "bfloat16 autocast",
-                     "+ scaled_dot_product_attention", "FasterGPT (+ uniform dropout masks)", "+ fused AdamW", "greedy generation with KV cache",
-                     "attention forward+backward", "BPE encoding", "chapter 4 + KV cache", "model FLOPs utilisation",
-                     "memory bandwidth allows at most", "CPU:", "threads"]:
+                     "+ scaled_dot_product_attention", "+ fused AdamW", benchmark_all.FASTER,
+                     "greedy generation with KV cache", "model FLOPs utilisation", "memory bandwidth allows at most",
+                     "CPU:", "threads"]:
         assert expected in table
+    # The other folders' rows, when those folders are there (a copied-out folder runs without them).
+    for folder, row in [("ch03/bonus-efficient-attention", "attention forward+backward"),
+                        ("ch02/bonus-bpe-from-scratch", "BPE encoding"), ("ch04/bonus-kv-cache", "chapter 4 + KV cache")]:
+        assert (row in table) == (benchmark_all.COURSE / folder / "benchmark.py").exists()
     assert "torch.compile" not in table.split("| benchmark |")[1]  # --no-compile was honoured
     assert (tmp_path / "benchmark-results.png").stat().st_size > 10_000
     assert not list(tmp_path.glob("*.partial*"))
