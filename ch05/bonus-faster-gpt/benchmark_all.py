@@ -1,7 +1,7 @@
 """Every speed benchmark of the course in one run, written to a markdown table and a plot.
 
-    python benchmark_all.py                  # everything at full size (about 25 minutes on 2 CPU cores)
-    python benchmark_all.py --tiny           # tiny models and texts: a run of a minute or two that checks it all
+    python benchmark_all.py                  # everything at full size (about 18 minutes on 2 CPU cores)
+    python benchmark_all.py --tiny           # tiny models and texts: a run of under a minute that checks it all
     python benchmark_all.py --out results/   # where benchmark-results.md and benchmark-results.png go
 
 In this process, on the same weights, with the contenders taking turns in every round (A B C A B C ...):
@@ -55,12 +55,14 @@ COURSE = HERE.parents[1]
 TRAIN_CONFIG = replace(GPT_CONFIG_124M, context_length=256, qkv_bias=True, tie_embeddings=True)  # dropout 0.1
 TINY_CONFIG = replace(TRAIN_CONFIG, vocab_size=1000, context_length=32, emb_dim=32, n_heads=2, n_layers=2)
 FASTER, COMPILED = "FasterGPT (+ uniform dropout masks)", "FasterGPT + torch.compile"  # names in the table
-# The other benchmarks of the course: folder, then the arguments of a full and of a tiny run.
+# The other benchmarks of the course: folder, then the arguments of a full and of a tiny run ({new_tokens}: this
+# run's --new-tokens).
 COURSE_BENCHMARKS = {
     "ch03/bonus-efficient-attention": (["--batch", "2"], ["--tiny"]),
     "ch02/bonus-bpe-from-scratch": ([], ["--tiny"]),
-    "ch04/bonus-kv-cache": ([], ["--tiny", "--new-tokens", "5"]),
+    "ch04/bonus-kv-cache": (["--new-tokens", "{new_tokens}"], ["--tiny", "--new-tokens", "5"]),
 }
+GENERATION_CONTEXT, PROMPT_TOKENS = 256, 10
 
 
 def hf_gpt2(cfg):
@@ -151,7 +153,8 @@ def benchmark_training(cfg, repeats, autocast, compile_model):
 
 
 def benchmark_generation(cfg, new_tokens, repeats):
-    """Seconds to generate ``new_tokens`` greedily with a cache: FasterGPT and transformers, float32 and bfloat16."""
+    """Seconds to generate ``new_tokens`` greedily with a cache (FasterGPT and transformers, float32 and bfloat16),
+    the bytes of bfloat16 weights read per token, and whether FasterGPT gave transformers' tokens in float32."""
     torch.manual_seed(123)
     hf = hf_gpt2(replace(cfg, drop_rate=0.0)).eval()
     hf.generation_config.eos_token_id = None  # random weights: never stop early
@@ -159,7 +162,7 @@ def benchmark_generation(cfg, new_tokens, repeats):
     faster = from_gpt_model(load_gpt2_params(GPTModel(replace(cfg, drop_rate=0.0)), hf.state_dict())).eval()
     faster_bf16 = from_gpt_model(load_gpt2_params(GPTModel(replace(cfg, drop_rate=0.0)), hf.state_dict()))
     faster_bf16 = faster_bf16.to(torch.bfloat16).eval()
-    prompt = torch.randint(0, cfg.vocab_size, (1, 10))
+    prompt = torch.randint(0, cfg.vocab_size, (1, PROMPT_TOKENS))
     contenders = {
         "transformers generate": lambda: hf.generate(prompt, attention_mask=torch.ones_like(prompt),
                                                      max_new_tokens=new_tokens, do_sample=False, use_cache=True),
@@ -171,9 +174,8 @@ def benchmark_generation(cfg, new_tokens, repeats):
             run()
         seconds, outputs = time_alternately(contenders, repeats)
     same = torch.equal(outputs["FasterGPT"], outputs["transformers generate"])
-    print(f"  FasterGPT generates the same {new_tokens} tokens as transformers in float32: {same}")
     weight_bytes = sum(p.numel() for name, p in faster_bf16.named_parameters() if name != "pos_emb.weight") * 2
-    return seconds, weight_bytes
+    return seconds, weight_bytes, same
 
 
 def course_benchmark(folder, args, out_dir):
@@ -229,22 +231,25 @@ def plot(rows, header, path):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="tiny models and texts: checks the script in a minute")
+    parser.add_argument("--tiny", action="store_true", help="tiny models and texts: checks the script quickly")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds, at least 3 (default: 5)")
-    parser.add_argument("--new-tokens", type=int, default=200, help="tokens each generation adds (default: 200)")
+    parser.add_argument("--new-tokens", type=int, help="tokens each generation adds (default: 200; 20 with --tiny)")
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (needs a C++ compiler)")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for benchmark-results.md/.png (default: here)")
     args = parser.parse_args(argv)
     if args.repeats < 3:
         parser.error(f"--repeats must be at least 3 (a median of fewer runs says little), got {args.repeats}")
-    if args.new_tokens < 1:
-        parser.error(f"--new-tokens must be at least 1, got {args.new_tokens}")
+    if args.new_tokens is None:
+        args.new_tokens = 20 if args.tiny else 200
+    if not 1 <= args.new_tokens <= GENERATION_CONTEXT - PROMPT_TOKENS:
+        parser.error(f"--new-tokens must be between 1 and {GENERATION_CONTEXT - PROMPT_TOKENS} (a "
+                     f"{PROMPT_TOKENS}-token prompt in a context of {GENERATION_CONTEXT}), got {args.new_tokens}")
     args.out.mkdir(parents=True, exist_ok=True)
 
     describe_run(__file__, argv, f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
                        f"transformers {transformers.__version__}")
     cfg = TINY_CONFIG if args.tiny else TRAIN_CONFIG
-    new_tokens = min(args.new_tokens, cfg.context_length - 10)
+    new_tokens = args.new_tokens
     size = "tiny model" if args.tiny else "GPT-2 small"
     rows, notes = [], []
 
@@ -271,9 +276,10 @@ def main(argv=None):
 
     name = f"greedy generation with KV cache, {size}, {new_tokens} new tokens"
     print(name, flush=True)
-    seconds, weight_bytes = benchmark_generation(replace(cfg, context_length=max(cfg.context_length, 256)),
-                                                 new_tokens, args.repeats)
+    seconds, weight_bytes, same = benchmark_generation(replace(cfg, context_length=GENERATION_CONTEXT), new_tokens,
+                                                       args.repeats)
     rows += result_rows(name, seconds, "transformers generate")
+    notes.append(f"- {name}: FasterGPT generated the same tokens as transformers in float32: {same}")
     for contender, runs in seconds.items():
         notes.append(f"- {name}, {contender}: {new_tokens / statistics.median(runs):.1f} tokens/s")
     bound = limits["bandwidth"] / weight_bytes
@@ -284,8 +290,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as scratch:
         for folder, (full_args, tiny_args) in COURSE_BENCHMARKS.items():
             print(folder, flush=True)
-            rows += course_benchmark(folder, (tiny_args if args.tiny else full_args) + ["--repeats", str(args.repeats)],
-                                     Path(scratch)) or []
+            folder_args = [arg.format(new_tokens=new_tokens) for arg in (tiny_args if args.tiny else full_args)]
+            rows += course_benchmark(folder, folder_args + ["--repeats", str(args.repeats)], Path(scratch)) or []
 
     header = [f"Course benchmarks, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
               f"`python benchmark_all.py{' ' if argv else ''}{' '.join(argv)}`",

@@ -25,11 +25,12 @@ class Dropout(nn.Dropout):
         self.fast = fast
 
     def forward(self, x):
-        if not (self.fast and self.training and self.p > 0):
+        if not (self.fast and self.training and 0 < self.p < 1):  # (p = 1 zeroes everything: nn.Dropout's case)
             return super().forward(x)
-        # float32 numbers even under bfloat16 autocast, so that p and 1 / (1 - p) are not rounded to 8 bits
-        keep = torch.empty(x.shape, device=x.device).uniform_().ge_(self.p).div_(1 - self.p)  # 0 or 1 / (1 - p)
-        return (x * keep).to(x.dtype)
+        # At least float32 even when x is bfloat16 (as under autocast), so that p and 1 / (1 - p) keep their digits
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        keep = torch.empty(x.shape, device=x.device, dtype=dtype).uniform_().ge_(self.p).div_(1 - self.p)
+        return (x * keep).to(x.dtype)  # keep is 0 or 1 / (1 - p)
 
 
 class FasterAttention(nn.Module):
@@ -37,6 +38,8 @@ class FasterAttention(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
+        if cfg.emb_dim % cfg.n_heads:
+            raise ValueError(f"emb_dim ({cfg.emb_dim}) must be divisible by n_heads ({cfg.n_heads})")
         self.n_heads, self.head_dim = cfg.n_heads, cfg.emb_dim // cfg.n_heads
         self.qkv = nn.Linear(cfg.emb_dim, 3 * cfg.emb_dim, bias=cfg.qkv_bias)  # rows: queries, keys, values
         self.out_proj = nn.Linear(cfg.emb_dim, cfg.emb_dim)
@@ -56,7 +59,8 @@ class FasterAttention(nn.Module):
             mask = None if start == 0 or num_tokens == 1 else causal_mask(num_tokens, start, x.device)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
                                                      is_causal=mask is None and num_tokens > 1)
-        else:  # chapter 3's steps; the scaling is applied to the queries, a quarter the size of the scores here
+        else:  # chapter 3's steps; the scaling is applied to the queries (a quarter the size of the scores at 256
+            # tokens and head size 64)
             scores = (q / self.head_dim ** 0.5) @ k.transpose(2, 3)  # (batch, heads, tokens, keys)
             scores.masked_fill_(~causal_mask(num_tokens, start, x.device), -torch.inf)
             context = self.drop_weights(torch.softmax(scores, dim=-1)) @ v
@@ -119,6 +123,7 @@ class FasterGPT(nn.Module):
         """Choose, in every block, the attention kernel (``scaled_dot_product_attention`` or chapter 3's steps),
         the LayerNorm and GELU kernels (fused or chapter 4's steps) and how dropout masks are drawn. The weights
         stay as they are; returns the model."""
+        self.fused_ops = fused_ops  # for the final LayerNorm
         for block in self.trf_blocks:
             block.att.sdpa, block.fused_ops = sdpa, fused_ops
         for module in self.modules():
@@ -136,17 +141,19 @@ class FasterGPT(nn.Module):
             x = block(x, None if cache is None else cache.layer(i))
         if cache is not None:
             cache.length = end
-        x = layer_norm(self.final_norm, x, self.trf_blocks[0].fused_ops)
+        x = layer_norm(self.final_norm, x, self.fused_ops)
         return F.linear(x, self.tok_emb.weight)  # (batch, tokens, vocab_size) logits
 
 
 def from_gpt_model(model, sdpa=True, fused_ops=True, fast_dropout=True):
-    """A ``FasterGPT`` holding the weights of chapter 4's ``GPTModel`` ``model`` (which must have a tied head)."""
+    """A ``FasterGPT`` holding the weights of chapter 4's ``GPTModel`` ``model`` (which must have a tied head), on
+    its device and in its dtype. Like any new module it starts in training mode: call ``.eval()`` to generate."""
     cfg = model.cfg
     if not cfg.tie_embeddings:
         raise ValueError("FasterGPT ties its output head to the token embeddings, as GPT-2 does; the given model "
                          "has tie_embeddings=False")
-    faster = FasterGPT(cfg, sdpa, fused_ops, fast_dropout).to(model.tok_emb.weight.device)
+    weight = model.tok_emb.weight
+    faster = FasterGPT(cfg, sdpa, fused_ops, fast_dropout).to(device=weight.device, dtype=weight.dtype)
     state = {"tok_emb.weight": model.tok_emb.weight, "pos_emb.weight": model.pos_emb.weight,
              "final_norm.weight": model.final_norm.scale, "final_norm.bias": model.final_norm.shift}
     for i, block in enumerate(model.trf_blocks):
@@ -191,6 +198,8 @@ class LayerCache:
         end = start + keys.shape[2]
         if end > store.shape[3]:
             raise ValueError(f"the cache holds {store.shape[3]} positions; {end} were requested")
+        if keys.shape[0] != store.shape[1]:
+            raise ValueError(f"the cache was made for a batch of {store.shape[1]} sequences; got {keys.shape[0]}")
         store[0, :, :, start:end] = keys
         store[1, :, :, start:end] = values
         return store[0, :, :, :end], store[1, :, :, :end], start
@@ -199,7 +208,8 @@ class LayerCache:
 @torch.no_grad()
 def generate_faster(model, token_ids, max_new_tokens):
     """Greedy generation with the in-place cache: the prompt in one pass, then one token per pass. The whole text
-    must fit the context (GPT-2's learned positions end there; chapter 4's bonus shows how to slide instead)."""
+    must fit the context (GPT-2's learned positions end there; chapter 4's bonus shows how to slide instead). Put
+    the model in evaluation mode first (``model.eval()``), or dropout stays on."""
     total = token_ids.shape[1] + max_new_tokens
     if total > model.cfg.context_length:
         raise ValueError(f"prompt plus new tokens ({total}) exceed the context length {model.cfg.context_length}")

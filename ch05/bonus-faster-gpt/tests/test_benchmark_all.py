@@ -16,15 +16,22 @@ def test_tiny_run_writes_the_table_and_the_plot(tmp_path):
     for expected in ["training step, tiny model, batch 2 x 32, float32", "bfloat16 autocast",
                      "+ scaled_dot_product_attention", "+ fused AdamW", benchmark_all.FASTER,
                      "greedy generation with KV cache", "model FLOPs utilisation", "memory bandwidth allows at most",
-                     "CPU:", "threads"]:
+                     "CPU:", "threads", "generated the same tokens as transformers in float32: True"]:
         assert expected in table
     # The other folders' rows, when those folders are there (a copied-out folder runs without them).
     for folder, row in [("ch03/bonus-efficient-attention", "attention forward+backward"),
-                        ("ch02/bonus-bpe-from-scratch", "BPE encoding"), ("ch04/bonus-kv-cache", "chapter 4 + KV cache")]:
+                        ("ch02/bonus-bpe-from-scratch", "BPE encoding"),
+                        ("ch04/bonus-kv-cache", "chapter 4 + KV cache")]:
         assert (row in table) == (benchmark_all.COURSE / folder / "benchmark.py").exists()
     assert "torch.compile" not in table.split("| benchmark |")[1]  # --no-compile was honoured
     assert (tmp_path / "benchmark-results.png").stat().st_size > 10_000
     assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_too_many_new_tokens_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        benchmark_all.main(["--tiny", "--new-tokens", "247"])
+    assert "--new-tokens must be between 1 and 246" in capsys.readouterr().err
 
 
 def test_training_flops_is_six_per_parameter_and_token_plus_attention():

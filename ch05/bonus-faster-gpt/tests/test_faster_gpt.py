@@ -84,6 +84,17 @@ def test_uniform_dropout_masks_drop_a_fraction_p_and_scale_the_rest(dtype):
     assert torch.allclose(x.grad.float(), kept / 0.9, rtol=1e-2 if dtype == torch.bfloat16 else 1e-6)
 
 
+def test_uniform_dropout_with_p_1_zeroes_everything_as_nn_dropout_does():
+    assert torch.equal(Dropout(1.0).train()(torch.ones(10)), torch.zeros(10))
+
+
+def test_from_gpt_model_keeps_dtype_and_a_model_without_blocks_runs():
+    assert from_gpt_model(chapter_model().to(torch.bfloat16)).tok_emb.weight.dtype == torch.bfloat16
+    no_blocks = FasterGPT(replace(CFG, n_layers=0)).eval()
+    with torch.no_grad():
+        assert no_blocks(token_batch()).shape == (2, CFG.context_length, CFG.vocab_size)
+
+
 def test_training_with_dropout_computes_the_chapter_models_function():
     """In training with dropout on, attention is computed step by step with the uniform masks; with a drop
     probability too small to drop anything, that path must give the chapter model's logits."""
@@ -146,3 +157,8 @@ def test_bad_input_is_refused_with_a_clear_error():
     cache = InPlaceCache(CFG, batch=2, max_tokens=4)
     with torch.no_grad(), pytest.raises(ValueError, match="holds 4 positions; 6 were requested"):
         faster(token_batch(tokens=6), cache)
+    cache = InPlaceCache(CFG, batch=2, max_tokens=8)
+    with torch.no_grad(), pytest.raises(ValueError, match="batch of 2 sequences; got 1"):
+        faster(token_batch(batch=1, tokens=4), cache)
+    with pytest.raises(ValueError, match=r"emb_dim \(48\) must be divisible by n_heads \(5\)"):
+        FasterGPT(replace(CFG, n_heads=5))
