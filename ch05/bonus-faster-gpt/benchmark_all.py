@@ -10,7 +10,7 @@ In this process, on the same weights, with the contenders taking turns in every 
   the memory bandwidth (reading a large tensor), which bound the training step and generation;
 * a training step of GPT-2 small (batch 2 x 256 tokens, AdamW), in float32, as an ablation that adds one change
   at a time (chapter 4's model, fused QKV projection, scaled_dot_product_attention, fused LayerNorm and GELU, fused
-  AdamW, dropout masks from uniform random numbers, torch.compile), against Hugging Face's GPT2LMHeadModel; then
+  AdamW, dropout masks from random bits, a sparse embedding gradient, torch.compile), against Hugging Face's GPT2LMHeadModel; then
   the same under bfloat16 autocast;
 * greedy generation of 200 tokens with a key/value cache, against transformers' ``generate``, in float32, and
   with bfloat16 weights.
@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 COURSE = HERE.parents[1]
 TRAIN_CONFIG = replace(GPT_CONFIG_124M, context_length=256, qkv_bias=True, tie_embeddings=True)  # dropout 0.1
 TINY_CONFIG = replace(TRAIN_CONFIG, vocab_size=1000, context_length=32, emb_dim=32, n_heads=2, n_layers=2)
-FASTER, COMPILED = "FasterGPT (+ uniform dropout masks)", "FasterGPT + torch.compile"  # names in the table
+FASTER, COMPILED = "FasterGPT (+ sparse embedding gradient)", "FasterGPT + torch.compile"  # names in the table
 # The other benchmarks of the course: folder, then the arguments of a full and of a tiny run ({new_tokens}: this
 # run's --new-tokens).
 COURSE_BENCHMARKS = {
@@ -105,7 +105,7 @@ def training_flops(cfg, batch):
 
 def training_step(model, optimizer, inputs, targets, autocast, switches=None):
     """One AdamW step on one batch, optionally under bfloat16 autocast. ``switches`` = (FasterGPT, sdpa, fused_ops,
-    fast_dropout): the ablation's variants share one FasterGPT, switched before each step."""
+    fast_dropout, sparse_grad): the ablation's variants share one FasterGPT, switched before each step."""
     if switches:
         switches[0].set_switches(*switches[1:])
     model.train()
@@ -136,13 +136,14 @@ def benchmark_training(cfg, repeats, autocast, compile_model):
     contenders = {"transformers GPT2LMHeadModel": step(hf, adamw(hf)),
                   "chapter 4 GPTModel": step(chapter, adamw(chapter))}
     if not autocast:  # the ablation, one change at a time
-        contenders["+ fused QKV projection"] = step(faster, plain, (faster, False, False, False))
-        contenders["+ scaled_dot_product_attention"] = step(faster, plain, (faster, True, False, False))
-        contenders["+ fused LayerNorm and GELU"] = step(faster, plain, (faster, True, True, False))
-        contenders["+ fused AdamW"] = step(faster, fused, (faster, True, True, False))
-    contenders[FASTER] = step(faster, fused, (faster, True, True, True))
+        contenders["+ fused QKV projection"] = step(faster, plain, (faster, False, False, False, False))
+        contenders["+ scaled_dot_product_attention"] = step(faster, plain, (faster, True, False, False, False))
+        contenders["+ fused LayerNorm and GELU"] = step(faster, plain, (faster, True, True, False, False))
+        contenders["+ fused AdamW"] = step(faster, fused, (faster, True, True, False, False))
+        contenders["+ dropout masks from random bits"] = step(faster, fused, (faster, True, True, True, False))
+    contenders[FASTER] = step(faster, fused, (faster, True, True, True, True))
     if compile_model:
-        contenders[COMPILED] = step(torch.compile(faster), fused, (faster, True, True, True))
+        contenders[COMPILED] = step(torch.compile(faster), fused, (faster, True, True, True, True))
     start = time.perf_counter()
     for _ in range(2):  # warm-up: memory, kernels and the compilation
         for run in contenders.values():

@@ -2,12 +2,12 @@
 
 ``FasterGPT`` holds exactly the parameters of chapter 4's ``GPTModel`` (GPT-2's tied output head included), laid
 out for speed: one fused query/key/value projection, PyTorch's fused ``scaled_dot_product_attention``, its built-in
-LayerNorm and tanh-approximated GELU, dropout masks drawn from uniform random numbers, and a key/value cache written
-in place for generation. ``from_gpt_model`` copies a chapter model's weights into it, so weights load as in chapter 5
-(``load_gpt2_params``) and the two models can be compared logit by logit.
+LayerNorm and tanh-approximated GELU, dropout masks made from random bits, a sparse gradient for the token
+embedding, and a key/value cache written in place for generation. ``from_gpt_model`` copies a chapter model's weights
+into it, so weights load as in chapter 5 (``load_gpt2_params``) and the two models can be compared logit by logit.
 
-Three switches (``FasterGPT.set_switches``) turn the kinds of change off one at a time, so the notebook can measure
-what each buys: ``sdpa``, ``fused_ops`` and ``fast_dropout``.
+Four switches (``FasterGPT.set_switches``) turn the kinds of change off one at a time, so the notebook can measure
+what each buys: ``sdpa``, ``fused_ops``, ``fast_dropout`` and ``sparse_grad``.
 """
 
 import torch
@@ -17,20 +17,26 @@ import torch.nn.functional as F
 
 class Dropout(nn.Dropout):
     """``nn.Dropout`` (each element zeroed with probability p, the others scaled by 1 / (1 - p)) whose mask is made
-    from uniform random numbers compared with p. On a CPU PyTorch draws those faster than the Bernoulli numbers
-    ``nn.Dropout`` uses; ``fast=False`` gives ``nn.Dropout``'s own computation."""
+    from random bits, which a CPU draws faster than the Bernoulli numbers ``nn.Dropout`` uses. Each int32 from
+    ``random_`` holds 31 random bits (0 to 2**31 - 1): its two 16-bit halves, top bit cleared, are two independent
+    random numbers from 0 to 32767, one per element. An element is dropped where its number is below p * 32768,
+    rounded, so p is used to the nearest 1/32768 (0.1 becomes 3277/32768 = 0.100006); a p that rounds to 0 or to 1
+    and ``fast=False`` use ``nn.Dropout``'s own computation."""
 
     def __init__(self, p, fast=True):
         super().__init__(p)
         self.fast = fast
 
     def forward(self, x):
-        if not (self.fast and self.training and 0 < self.p < 1):  # (p = 1 zeroes everything: nn.Dropout's case)
+        dropped_below = round(self.p * 32768)
+        if not (self.fast and self.training and 0 < dropped_below < 32768):
             return super().forward(x)
-        # At least float32 even when x is bfloat16 (as under autocast), so that p and 1 / (1 - p) keep their digits
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        keep = torch.empty(x.shape, device=x.device, dtype=dtype).uniform_().ge_(self.p).div_(1 - self.p)
-        return (x * keep).to(x.dtype)  # keep is 0 or 1 / (1 - p)
+        words = torch.empty((x.numel() + 1) // 2, dtype=torch.int32, device=x.device).random_()
+        numbers = words.view(torch.int16)[:x.numel()].bitwise_and_(0x7FFF).view(x.shape)
+        # The kept elements' scale, at least float32 even when x is bfloat16 (as under autocast)
+        scale = torch.tensor(32768 / (32768 - dropped_below), dtype=torch.promote_types(x.dtype, torch.float32),
+                             device=x.device)
+        return (x * torch.where(numbers >= dropped_below, scale, 0.0)).to(x.dtype)
 
 
 class FasterAttention(nn.Module):
@@ -109,21 +115,26 @@ def gelu(x, fused):
 class FasterGPT(nn.Module):
     """Chapter 4's GPT with the faster blocks; the output head is always tied to the token embeddings, as GPT-2's."""
 
-    def __init__(self, cfg, sdpa=True, fused_ops=True, fast_dropout=True):
+    def __init__(self, cfg, sdpa=True, fused_ops=True, fast_dropout=True, sparse_grad=True):
         super().__init__()
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)  # its sparse switch: see set_switches
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
         self.drop_emb = Dropout(cfg.drop_rate)
         self.trf_blocks = nn.ModuleList(FasterBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.emb_dim)
-        self.set_switches(sdpa, fused_ops, fast_dropout)
+        self.set_switches(sdpa, fused_ops, fast_dropout, sparse_grad)
 
-    def set_switches(self, sdpa, fused_ops, fast_dropout):
+    def set_switches(self, sdpa, fused_ops, fast_dropout, sparse_grad):
         """Choose, in every block, the attention kernel (``scaled_dot_product_attention`` or chapter 3's steps),
-        the LayerNorm and GELU kernels (fused or chapter 4's steps) and how dropout masks are drawn. The weights
-        stay as they are; returns the model."""
+        the LayerNorm and GELU kernels (fused or chapter 4's steps) and how dropout masks are drawn; and whether
+        the token embedding's gradient is sparse. The weights stay as they are; returns the model.
+
+        A sparse gradient lists only the rows of the batch's tokens. The tied matrix's gradient is the output
+        head's (dense) plus the embedding's: added as a sparse gradient, those rows go into the head's, instead
+        of a second vocab_size x emb_dim matrix, mostly zeros, being built and added. ``.grad`` stays dense."""
         self.fused_ops = fused_ops  # for the final LayerNorm
+        self.tok_emb.sparse = sparse_grad
         for block in self.trf_blocks:
             block.att.sdpa, block.fused_ops = sdpa, fused_ops
         for module in self.modules():
@@ -145,7 +156,7 @@ class FasterGPT(nn.Module):
         return F.linear(x, self.tok_emb.weight)  # (batch, tokens, vocab_size) logits
 
 
-def from_gpt_model(model, sdpa=True, fused_ops=True, fast_dropout=True):
+def from_gpt_model(model, sdpa=True, fused_ops=True, fast_dropout=True, sparse_grad=True):
     """A ``FasterGPT`` holding the weights of chapter 4's ``GPTModel`` ``model`` (which must have a tied head), on
     its device and in its dtype. Like any new module it starts in training mode: call ``.eval()`` to generate."""
     cfg = model.cfg
@@ -153,7 +164,7 @@ def from_gpt_model(model, sdpa=True, fused_ops=True, fast_dropout=True):
         raise ValueError("FasterGPT ties its output head to the token embeddings, as GPT-2 does; the given model "
                          "has tie_embeddings=False")
     weight = model.tok_emb.weight
-    faster = FasterGPT(cfg, sdpa, fused_ops, fast_dropout).to(device=weight.device, dtype=weight.dtype)
+    faster = FasterGPT(cfg, sdpa, fused_ops, fast_dropout, sparse_grad).to(device=weight.device, dtype=weight.dtype)
     state = {"tok_emb.weight": model.tok_emb.weight, "pos_emb.weight": model.pos_emb.weight,
              "final_norm.weight": model.final_norm.scale, "final_norm.bias": model.final_norm.shift}
     for i, block in enumerate(model.trf_blocks):

@@ -14,7 +14,8 @@ def test_tiny_run_writes_the_table_and_the_plot(tmp_path):
     benchmark_all.main(["--tiny", "--no-compile", "--repeats", "3", "--out", str(tmp_path)])
     table = (tmp_path / "benchmark-results.md").read_text()
     for expected in ["training step, tiny model, batch 2 x 32, float32", "bfloat16 autocast",
-                     "+ scaled_dot_product_attention", "+ fused AdamW", benchmark_all.FASTER,
+                     "+ scaled_dot_product_attention", "+ fused AdamW", "+ dropout masks from random bits",
+                     benchmark_all.FASTER,
                      "greedy generation with KV cache", "model FLOPs utilisation", "memory bandwidth allows at most",
                      "CPU:", "threads", "generated the same tokens as transformers in float32: True"]:
         assert expected in table
