@@ -10,8 +10,8 @@ In this process, on the same weights, with the contenders taking turns in every 
   the memory bandwidth (reading a large tensor), which bound the training step and generation;
 * a training step of GPT-2 small (batch 2 x 256 tokens, AdamW), in float32, as an ablation that adds one change
   at a time (chapter 4's model, fused QKV projection, scaled_dot_product_attention, fused LayerNorm and GELU, fused
-  AdamW, dropout masks from random bits, a sparse embedding gradient, torch.compile), against Hugging Face's GPT2LMHeadModel; then
-  the same under bfloat16 autocast;
+  AdamW, dropout masks from random bits, a sparse embedding gradient, torch.compile), against Hugging Face's
+  GPT2LMHeadModel; then the same under bfloat16 autocast;
 * greedy generation of 200 tokens with a key/value cache, against transformers' ``generate``, in float32, and
   with bfloat16 weights.
 
