@@ -132,7 +132,8 @@ class FasterGPT(nn.Module):
 
         A sparse gradient lists only the rows of the batch's tokens. The tied matrix's gradient is the output
         head's (dense) plus the embedding's: added as a sparse gradient, those rows go into the head's, instead
-        of a second vocab_size x emb_dim matrix, mostly zeros, being built and added. ``.grad`` stays dense."""
+        of a second vocab_size x emb_dim matrix, mostly zeros, being built and added. ``.grad`` stays dense.
+        (DistributedDataParallel expects a sparse gradient from a sparse embedding: use sparse_grad=False there.)"""
         self.fused_ops = fused_ops  # for the final LayerNorm
         self.tok_emb.sparse = sparse_grad
         for block in self.trf_blocks:

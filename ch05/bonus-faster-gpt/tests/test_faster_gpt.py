@@ -58,6 +58,9 @@ def test_same_gradients_as_the_chapter_model(sparse_grad):
     # The tied matrix collects the gradients of both its uses, the embedding and the output head, in a dense
     # tensor even when the embedding's part comes as a sparse one (fused AdamW takes dense gradients only).
     assert faster.tok_emb.weight.grad.layout == torch.strided
+    # The switch reaches the embedding: its own gradient comes as a sparse tensor exactly when it is on.
+    embedding_grad, = torch.autograd.grad(faster.tok_emb(ids).sum(), faster.tok_emb.weight)
+    assert embedding_grad.is_sparse == sparse_grad
     assert torch.allclose(faster.tok_emb.weight.grad, model.tok_emb.weight.grad, atol=1e-5)
 
 
@@ -90,6 +93,21 @@ def test_dropout_masks_drop_a_fraction_p_and_scale_the_rest(dtype):
     assert torch.allclose(x.grad.float(), kept * scale, rtol=1e-2 if dtype == torch.bfloat16 else 1e-6)
 
 
+def test_dropout_mask_compares_the_two_halves_of_each_random_int32_with_the_rounded_p():
+    """The mask, rebuilt independently from the same random int32s: low 15 bits for one element, bits 16-30 for the
+    next; dropped below round(0.3 * 32768) = 9830. With about a million elements some 30 numbers equal 9830 exactly,
+    so a > for the >= shows; the odd count needs half an int32 at the end."""
+    x = torch.rand(1001, 999) + 0.5
+    torch.manual_seed(0)
+    y = Dropout(0.3).train()(x)
+    torch.manual_seed(0)
+    words = torch.empty((x.numel() + 1) // 2, dtype=torch.int32).random_()
+    numbers = torch.stack([words & 0x7FFF, (words >> 16) & 0x7FFF], dim=1).flatten()[:x.numel()].view(x.shape)
+    assert torch.equal(y != 0, numbers >= 9830)
+    assert torch.allclose(y, torch.where(numbers >= 9830, x * 32768 / (32768 - 9830), 0.0))
+    assert Dropout(0.3).train()(torch.tensor(2.0)).shape == ()
+
+
 @pytest.mark.parametrize("p", [1.0, 1e-5])
 def test_dropout_with_p_rounding_to_0_or_1_is_nn_dropouts(p):
     torch.manual_seed(0)
@@ -107,8 +125,9 @@ def test_from_gpt_model_keeps_dtype_and_a_model_without_blocks_runs():
 
 
 def test_training_with_dropout_computes_the_chapter_models_function():
-    """In training with dropout on, attention is computed step by step with the faster masks; with a drop
-    probability too small to drop anything, that path must give the chapter model's logits."""
+    """In training with dropout on, attention is computed step by step; with a drop probability too small to drop
+    anything (1e-9 rounds to 0/32768, so the masks are nn.Dropout's), that path must give the chapter model's
+    logits."""
     model = chapter_model(replace(CFG, drop_rate=1e-9))
     faster = from_gpt_model(model).train()
     ids = token_batch()
