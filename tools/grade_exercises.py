@@ -156,17 +156,25 @@ def printed_text(cell):
 
 # The isolated checks: a process that imports the pristine checks and loads answers as data only.
 
+SAFE_GLOBALS = {"collections.defaultdict", "builtins.dict", "builtins.list", "builtins.set", "builtins.frozenset",
+                "builtins.tuple", "builtins.int", "builtins.float", "builtins.bool", "builtins.str", "builtins.slice"}
+
+
 def allowed_global(name, folder):
-    """The class ``module.Name`` an answer file may use: torch's own or one the chapter's modules define."""
+    """What ``module.name`` in an answer file may stand for: a class of torch's or of the chapter's modules, a
+    DataLoader's collate function from torch.utils.data, or a plain container type (None if not allowed)."""
     module_name, _, attribute = name.rpartition(".")
     top = module_name.split(".")[0]
-    if top != "torch" and not (folder / f"{top}.py").is_file():
+    if name not in SAFE_GLOBALS and top != "torch" and not (folder / f"{top}.py").is_file():
         return None
     try:
         found = getattr(importlib.import_module(module_name), attribute, None)
     except ImportError:
         return None
-    return found if isinstance(found, type) and found.__module__ == module_name else None
+    if name in SAFE_GLOBALS or (isinstance(found, type) and found.__module__ == module_name):
+        return found
+    collate = module_name.startswith("torch.utils.data.") and callable(found)
+    return found if collate and getattr(found, "__module__", None) == module_name else None
 
 
 def load_answers(path, folder):
@@ -180,7 +188,11 @@ def load_answers(path, folder):
         raise AssertionError("the answer must be plain data (numbers, strings, lists, dicts, tensors) or objects of "
                              f"torch's or the chapter's classes, not {', '.join(refused)}")
     with torch.serialization.safe_globals(allowed):
-        return torch.load(path, weights_only=True)
+        answers = torch.load(path, weights_only=True)
+    for answer in answers:
+        if isinstance(answer, torch.optim.Optimizer):  # its state was saved as a dict
+            answer.state = collections.defaultdict(dict, answer.state)
+    return answers
 
 
 def checker_main(folder):
@@ -240,18 +252,31 @@ class Checker:
 # One notebook, in a child process with limits: the kernel runs the student's cells, the grader runs the checks.
 
 def save_answers_code(arguments, path):
-    return f"__import__('torch').save([{', '.join(arguments)}], {str(path)!r})"
+    """Kernel code saving the check's arguments with torch.save; a defaultdict (an optimizer's state) as a dict,
+    which torch.load(weights_only=True) can load."""
+    return "\n".join([
+        "def _grader_save(answers, path):",
+        "    import collections, copyreg, pickle, types, torch",
+        "    class Pickler(pickle.Pickler):",
+        "        dispatch_table = {**copyreg.dispatch_table, collections.defaultdict: lambda d: (dict, (dict(d),))}",
+        "    torch.save(answers, path, pickle_module=types.SimpleNamespace(__name__='pickle', Pickler=Pickler))",
+        "try:",
+        f"    _grader_save([{', '.join(arguments)}], {str(path)!r})",
+        "finally:",
+        "    del _grader_save",
+    ])
 
 
 def kernel_check_code(folder, check, arguments):
-    """A check run in the kernel from a fresh import of the course's exercise_checks.py, leaving no names behind."""
+    """A check run in the kernel from the course's exercise_checks.py, compiled afresh from the source the grader
+    read (no file the notebook could have changed), leaving no names behind."""
+    path = folder / "exercise_checks.py"
     return "\n".join([
         "def _grader_check():",
-        "    import importlib.util",
-        f"    spec = importlib.util.spec_from_file_location('pristine_exercise_checks', "
-        f"{str(folder / 'exercise_checks.py')!r})",
-        "    module = importlib.util.module_from_spec(spec)",
-        "    spec.loader.exec_module(module)",
+        "    import types",
+        "    module = types.ModuleType('pristine_exercise_checks')",
+        f"    module.__file__ = {str(path)!r}",
+        f"    exec(compile({path.read_text(encoding='utf-8')!r}, module.__file__, 'exec'), module.__dict__)",
         f"    return module.{check}",
         "try:",
         f"    _grader_check()({', '.join(arguments)})",
@@ -305,8 +330,9 @@ def grade_in_child(path, folder, timeout, progress):
     outcomes = {}  # cell index -> error text or None, for the cells that ran
     verdicts = {}  # check -> (status, message, where it was checked)
 
-    def record(check, status, message, where):
-        verdicts[check] = status, message, where
+    def record(check=None, status=None, message=None, where=None):
+        if check:
+            verdicts[check] = status, message, where
         report["exercises"] = [{"exercise": exercise_id(c), "check": c, "status": verdicts[c][0],
                                 "message": verdicts[c][1], "checked": verdicts[c][2]} for c in checks if c in verdicts]
         report["other_errors"] = [{"cell": i + 1, "error": error} for i, error in sorted(outcomes.items())
@@ -340,6 +366,7 @@ def grade_in_child(path, folder, timeout, progress):
             report["kernel_died"] = True
         finally:
             checker.close()
+    record()  # the errors after the last exercise
     for check in checks:
         if check not in verdicts:
             record(check, "FAIL", f"the notebook has no '{CHECK_MARK}' cell calling {check} (the template's check "
@@ -383,7 +410,7 @@ def grade(path, timeout=CELL_TIMEOUT, env=None, wall_clock=WALL_CLOCK, memory_gb
 
     A file that is not an exercises notebook (of ``chapter``, when given) raises NotGradable.
     """
-    path = Path(path)
+    path, start = Path(path), time.monotonic()
     folder = find_chapter(path, read_notebook(path))
     if chapter is not None and folder != chapter:
         raise NotGradable(f"{path} is a notebook of {folder.name}, not of {chapter.name}")
@@ -408,8 +435,7 @@ def grade(path, timeout=CELL_TIMEOUT, env=None, wall_clock=WALL_CLOCK, memory_gb
         if stopped and child.returncode not in (0, -signal.SIGKILL):
             last = stderr.read_text(errors="replace").strip().splitlines()
             stopped += f": {last[-1]}" if last else ""
-    report = complete_report(report, path, folder, stopped)
-    return report
+    return {**complete_report(report, path, folder, stopped), "seconds": round(time.monotonic() - start, 1)}
 
 
 def complete_report(report, path, folder, stopped):
@@ -445,6 +471,9 @@ def atomic_file(path, mode="w"):
             f.close()
             os.unlink(f.name)
             raise
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(f.name, 0o666 & ~umask)  # as an ordinary new file, not the temporary file's private mode
     os.replace(f.name, path)
 
 
