@@ -384,7 +384,10 @@ def grade_exercise(kernel, checker, folder, check, arguments, index, answers):
     error = kernel.run(nbformat.v4.new_code_cell(save_answers_code(arguments, answers)), index)
     if error:
         return "FAIL", f"the answers could not be taken from the notebook: {error}", "isolated"
-    return (*checker.check(check, answers), "isolated")
+    try:
+        return (*checker.check(check, answers), "isolated")
+    finally:
+        answers.unlink(missing_ok=True)  # a model can take GBs
 
 
 def limit_memory(memory_gb):
@@ -587,10 +590,10 @@ def class_summary(students, exercises):
 
 
 def format_summary(summary):
-    lines = ["exercise  passed  most common hint"]
+    lines = ["per exercise: the students who pass, and the most common message of those who fail"]
     for s in summary:
-        hint = f"({s['hint_count']}x) {s['most_common_hint']}" if s["hint_count"] else ""
-        lines.append(f"{s['exercise']:<8}  {s['passed']:>2}/{s['students']:<3}  {hint}"[:200].rstrip())
+        hint = f"; {s['hint_count']} of them: {s['most_common_hint']}" if s["hint_count"] else ""
+        lines.append(f"  {s['exercise']}  {s['passed']} of {s['students']} pass{hint}")
     return "\n".join(lines)
 
 
