@@ -590,9 +590,9 @@ def class_summary(students, exercises):
 
 
 def format_summary(summary):
-    lines = ["per exercise: the students who pass, and the most common message of those who fail"]
+    lines = ["per exercise: the students who pass, and the most common failure (how many students got it)"]
     for s in summary:
-        hint = f"; {s['hint_count']} of them: {s['most_common_hint']}" if s["hint_count"] else ""
+        hint = f"; most common failure ({s['hint_count']}): {s['most_common_hint']}" if s["hint_count"] else ""
         lines.append(f"  {s['exercise']}  {s['passed']} of {s['students']} pass{hint}")
     return "\n".join(lines)
 
