@@ -30,8 +30,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyBboxPatch  # noqa: E402
-from PIL import Image  # noqa: E402  (a dependency of matplotlib)
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.axis import Axis  # noqa: E402
+from matplotlib.collections import Collection  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import FancyBboxPatch, Patch  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+from PIL import Image, PngImagePlugin  # noqa: E402  (a dependency of matplotlib)
 
 ROOT = Path(__file__).resolve().parents[1]
 DPI = 100
@@ -616,7 +622,8 @@ def ch05_temperature_top_k():
     axes[0].set_ylabel("probability of the next word")
     fig.suptitle('softmax(logits / T) for "The old piano in the corner was ..." (the toy logits of section 5.3.1)',
                  fontsize=FONT)
-    fig.tight_layout()
+    # fixed margins rather than tight_layout, whose result depends on how a matplotlib version measures text
+    fig.subplots_adjust(left=0.075, right=0.99, bottom=0.2, top=0.84, wspace=0.08)
     return fig
 
 
@@ -1288,17 +1295,92 @@ FIGURES = [
 ]
 
 
+def describe(fig):
+    """What ``fig`` shows, independent of how a matplotlib version turns it into pixels.
+
+    A list with, in drawing order, every visible text (string, anchor point, size, colour, alignment, weight), every
+    patch's outline and colours (arrows included), every line's points, and each visible axis's ticks and tick
+    labels; positions in inches from the figure's lower-left corner, rounded to 0.01 inch (one pixel at 100 dpi).
+    Nothing in it depends on glyph shapes or text measurements, which change with matplotlib and FreeType versions;
+    the diagrams therefore place everything explicitly (no tight_layout).
+    """
+    fig.canvas.draw()  # places ticks and spines
+    to_inches = fig.dpi_scale_trans.inverted()
+
+    def points(transform, xy):
+        return [[round(float(v), 2) for v in point] for point in (transform + to_inches).transform(xy)]
+
+    def colour(value):
+        return to_hex(value, keep_alpha=True)
+
+    def visit(artist, items):
+        if not artist.get_visible() or id(artist) in hidden:
+            return
+        if isinstance(artist, Axes):  # what ax.axis("off") or a frameless axes does not draw
+            if not (artist.axison and artist.get_frame_on()):
+                hidden.update(map(id, [artist.patch, *artist.spines.values()]))
+            if not artist.axison:
+                hidden.update(id(axis) for axis in (artist.xaxis, artist.yaxis))
+        if isinstance(artist, Axis):
+            low, high = sorted(artist.get_view_interval())
+            ticks = [[round(float(loc), 6), label.get_text() if label.get_visible() else None]
+                     for loc, label in zip(artist.get_majorticklocs(), artist.get_majorticklabels())
+                     if low - 1e-9 <= loc <= high + 1e-9]
+            items.append(["axis", artist.axis_name, ticks, artist.label.get_text()])
+            return
+        if isinstance(artist, Text):
+            if artist.get_text():
+                bbox = artist.get_bbox_patch()
+                items.append(["text", artist.get_text(), points(artist.get_transform(),
+                                                               [artist.get_unitless_position()])[0],
+                              artist.get_fontsize(), colour(artist.get_color()), artist.get_horizontalalignment(),
+                              artist.get_verticalalignment(), str(artist.get_fontweight()), artist.get_rotation(),
+                              bbox and [colour(bbox.get_facecolor()), colour(bbox.get_edgecolor())]])
+        elif isinstance(artist, Patch):  # boxes, bars, spines, and the arrows of annotations (their children)
+            items.append([type(artist).__name__, points(artist.get_transform(), artist.get_path().vertices),
+                          colour(artist.get_facecolor()) if artist.get_fill() else None,
+                          colour(artist.get_edgecolor()), artist.get_linewidth()])
+        elif isinstance(artist, Line2D):
+            items.append(["line", points(artist.get_transform(), artist.get_xydata()), colour(artist.get_color()),
+                          artist.get_linewidth(), artist.get_linestyle(), artist.get_marker()])
+        elif isinstance(artist, Collection) and len(artist.get_paths()):
+            raise ValueError("describe() does not know collections yet: add them before a diagram uses one")
+        for child in artist.get_children():
+            visit(child, items)
+
+    hidden = set()
+    items = [["figure", [round(float(v), 2) for v in fig.get_size_inches()]]]
+    for child in fig.get_children():
+        visit(child, items)
+    return items
+
+
 def render(figure, path):
-    """Draw ``figure`` and save it as a PNG at ``path`` (no timestamp or version in the file)."""
+    """Draw ``figure`` and save it as a PNG at ``path``, with ``describe()`` of it in the PNG's text chunks.
+
+    The file holds no timestamp, only the matplotlib version it was drawn with (``matplotlib``) and the description
+    (``diagram``), which tests/test_diagrams.py compares with a fresh drawing.
+    """
     fig = figure.draw()
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=DPI, facecolor="white")
+    description = json.dumps(describe(fig), separators=(",", ":"), ensure_ascii=False)
     plt.close(fig)
     # a palette of at most 128 colours keeps the files small (anti-aliased edges need a few shades per colour)
     image = Image.open(buffer).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT,
                                                        dither=Image.Dither.NONE)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("matplotlib", matplotlib.__version__)
+    info.add_text("diagram", description, zip=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, optimize=True)
+    image.save(path, optimize=True, pnginfo=info)
+
+
+def recorded(path):
+    """The matplotlib version and the description that ``render`` stored in the PNG at ``path``."""
+    with Image.open(path) as image:
+        chunks = image.text
+    return chunks.get("matplotlib"), json.loads(chunks.get("diagram", "null"))
 
 
 def cell_id(figure):
