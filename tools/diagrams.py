@@ -464,19 +464,21 @@ def ch04_layer_norm():
     for ax, values, name in [(axes[0], out, "output of Linear(5, 6) + ReLU"), (axes[1], normed, "after normalizing")]:
         for row in range(2):
             positions = [i + (row - 0.5) * 0.38 for i in range(6)]
-            ax.bar(positions, values[row].tolist(), width=0.36, color=[COLORS["bar"], COLORS["accent"]][row],
-                   label=f"row {row}: mean {values[row].mean().item() + 0.0:.2f}, "  # + 0.0: no "-0.00"
-                         f"variance {values[row].var(unbiased=False):.2f}")
+            color = [COLORS["bar"], COLORS["accent"]][row]
+            ax.bar(positions, values[row].tolist(), width=0.36, color=color)
+            row_mean = round(values[row].mean().item(), 2) + 0.0  # + 0.0 turns -0.0 into 0.0
+            ax.text(0.02, 0.95 - 0.08 * row, f"row {row}: mean {row_mean:.2f}, variance "
+                                             f"{values[row].var(unbiased=False):.2f}", color=color,
+                    transform=ax.transAxes, fontsize=FONT - 2, va="center", fontweight="bold")
         ax.axhline(0, color=EDGE, lw=0.8)
         ax.set_title(name, fontsize=FONT)
         ax.set_xticks(range(6), [f"feature {i}" for i in range(6)], fontsize=FONT - 3)
         ax.tick_params(axis="y", labelsize=FONT - 2)
-        ax.legend(fontsize=FONT - 3, loc="upper left", frameon=False)
         ax.spines[["top", "right"]].set_visible(False)
     axes[1].set_ylim(-1.6, 2.6)
     fig.suptitle("Layer normalization works per row (per token): subtract the row's mean, divide by its standard "
                  "deviation", fontsize=FONT)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.1, top=0.82, wspace=0.06)  # fixed: no tight_layout
     return fig
 
 
@@ -508,7 +510,7 @@ def ch04_parameter_budget():
     tied = total - counts["output layer (out_head)"]
     ax.set_title(f"GPTModel(GPT_CONFIG_124M): {total:,} parameters\nwith the output layer tied to the token "
                  f"embedding (orange bars shared): {tied:,}", fontsize=FONT - 1)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.31, right=0.98, bottom=0.14, top=0.85)  # fixed: no tight_layout
     return fig
 
 
@@ -657,25 +659,24 @@ def ch05_cross_entropy():
     ax.set_xscale("log")
     ax.set_xlim(1e-6, 1.5)
     ax.set_ylim(0, 14)
-    ax.scatter(target_probs, [-math.log(v) for v in target_probs], color=COLORS["bar"], zorder=3,
-               label=f"the untrained model's 6 target tokens (5.1.2): mean {loss:.2f}, perplexity "
-                     f"e^{loss:.2f} \u2248 {math.exp(loss):,.0f}")
     uniform = 1 / vocab_size
-    ax.scatter([uniform], [-math.log(uniform)], color=COLORS["accent"], marker="D", zorder=3,
-               label=f"uniform guess 1/{vocab_size:,}: ln({vocab_size:,}) = {math.log(vocab_size):.2f}, "
-                     f"perplexity {vocab_size:,}")
-    for prob, label in [(0.5, "p = 0.5: loss 0.69, perplexity 2"), (1.0, "p = 1: loss 0, perplexity 1")]:
-        ax.scatter([prob], [-math.log(prob)], color=COLORS["train"], edgecolor=EDGE, zorder=3)
-        ax.annotate(label, (prob, -math.log(prob)), xytext=(-25, 45 if prob < 1 else 18), textcoords="offset points",
-                    ha="right",
-                    fontsize=FONT - 2, arrowprops=dict(arrowstyle="-", color=MUTED, lw=0.8))
+    points = [(target_probs, "o", COLORS["bar"], f"the untrained model's 6 target tokens (5.1.2): mean loss "
+                                                 f"{loss:.2f}, perplexity e^{loss:.2f} \u2248 {math.exp(loss):,.0f}"),
+              ([uniform], "D", COLORS["accent"], f"uniform guess 1/{vocab_size:,}: loss ln({vocab_size:,}) = "
+                                                 f"{math.log(vocab_size):.2f}, perplexity {vocab_size:,}"),
+              ([0.5, 1.0], "s", COLORS["train"], "p = 0.5: loss 0.69, perplexity 2;  p = 1: loss 0, perplexity 1")]
+    for k, (probs, marker, color, label) in enumerate(points):  # markers drawn as lines: no legend box to measure
+        ax.plot(probs, [-math.log(v) for v in probs], linestyle="none", marker=marker, color=color,
+                markeredgecolor=EDGE, zorder=3)
+        ax.plot([0.25], [0.93 - 0.07 * k], linestyle="none", marker=marker, color=color, markeredgecolor=EDGE,
+                transform=ax.transAxes)
+        ax.text(0.27, 0.93 - 0.07 * k, label, transform=ax.transAxes, va="center", fontsize=FONT - 2, color=INK)
     ax.set_xlabel("probability the model gives the correct next token (log scale)", fontsize=FONT - 1)
     ax.set_ylabel("loss = \u2212ln p", fontsize=FONT - 1)
     ax.tick_params(labelsize=FONT - 2)
-    ax.legend(fontsize=FONT - 2, loc="upper right", frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title("Cross-entropy: the mean of \u2212ln p over the target tokens; perplexity = e^loss", fontsize=FONT)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.92)  # fixed: no tight_layout
     return fig
 
 
