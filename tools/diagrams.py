@@ -1151,7 +1151,7 @@ def appendix_a_dataloader():
         for k, indices in enumerate(batches):
             y = 2.5 - k * 0.75
             labels = [APPENDIX_A_LABELS[i] for i in indices]
-            box(ax, x0, y, 2.4, 0.6, f"items {', '.join(map(str, indices))}\nlabels {labels}",
+            box(ax, x0, y, 2.4, 0.6, f"item{'s' * (len(indices) > 1)} {', '.join(map(str, indices))}\nlabels {labels}",
                 "id" if len(indices) == 2 else "layer", fontsize=FONT - 2)
         if not drop_last:
             arrow(ax, (2.15, 1.65), (x0 - 0.05, 1.65))
