@@ -1034,34 +1034,34 @@ def ch07_masking():
     example = module.InstructionDataset([entry], tokenizer)[0]
     longer = next(module.InstructionDataset([e], tokenizer)[0] for e in data if
                   len(module.InstructionDataset([e], tokenizer)[0]) == len(example) + 4)
-    _, targets = module.collate([example, longer])
-    targets = targets[0].tolist()
-    kinds = ["prompt" if t < prompt_length - 1 else "answer" if t < len(example) - 1 else
-             "end" if value != module.IGNORE_INDEX else "ignored" for t, value in enumerate(targets)]
+    # without masking = "ignore" with the padding token itself, which leaves every target as it is
+    options = [("without masking: every target counts,\nrepeated padding too (step 2)", module.END_OF_TEXT_ID),
+               ("collate: padding after the first\nend-of-text is -100 (step 3)", module.IGNORE_INDEX)]
     fig, ax = canvas(8.4, 3.9)
     title(ax, 0.2, 3.65, f"Targets of entry {CH07_MASK_ENTRY} ({len(example)} tokens) in a batch with an entry 4 "
-                         f"tokens longer: {len(targets)} target positions", fontsize=FONT)
-    cell = 7.9 / len(targets)
-    options = [("collate (this chapter):\nprompt and answer", {"prompt", "answer", "end"}),
-               ("exercise 7.2: answer only,\nprompt targets also -100", {"answer", "end"})]
-    for row, (name, trained) in enumerate(options):
+                         "tokens longer", fontsize=FONT)
+    colors = {"prompt": "token", "answer": "target", "end": "id", "padding": "layer", "ignored": "masked"}
+    for row, (name, ignore_index) in enumerate(options):
+        _, targets = module.collate([example, longer], ignore_index=ignore_index)
+        targets = targets[0].tolist()
+        kinds = ["ignored" if value == module.IGNORE_INDEX else "prompt" if t < prompt_length - 1 else
+                 "answer" if t < len(example) - 1 else "end" if t == len(example) - 1 else "padding"
+                 for t, value in enumerate(targets)]
+        cell = 7.9 / len(targets)
         y = 2.45 - row * 1.15
         note(ax, 0.2, y + 0.62, name, color=INK, fontsize=FONT - 1)
         for t, kind in enumerate(kinds):
-            color = ({"prompt": "token", "answer": "target", "end": "id"}[kind] if kind in trained else "masked")
-            box(ax, 0.2 + t * cell, y, cell, 0.3, "", color, style="square")
-        count = sum(kind in trained for kind in kinds)
-        note(ax, 4.4, y + 0.62, f"{count} of {len(targets)} positions count in the loss", color=INK,
+            box(ax, 0.2 + t * cell, y, cell, 0.3, "", colors[kind], style="square")
+        counted = len(kinds) - kinds.count("ignored")
+        note(ax, 4.4, y + 0.62, f"{counted} of {len(targets)} target positions count in the loss", color=INK,
              fontsize=FONT - 1)
-    legend = [("token", f"prompt tokens ({kinds.count('prompt')})", 0.2),
-              ("target", f"answer tokens ({kinds.count('answer')})", 2.05),
-              ("id", "one end-of-text (50256)", 4.0), ("masked", "-100: ignored by the loss", 6.05)]
+    legend = [("token", "prompt", 0.2), ("target", "answer", 1.35), ("id", "one end-of-text", 2.5),
+              ("layer", "more padding (50256)", 4.15), ("masked", "-100: ignored", 6.4)]
     for color, text, x in legend:
         box(ax, x, 0.62, 0.3, 0.22, "", color, style="square")
         note(ax, x + 0.4, 0.73, text, color=INK, fontsize=FONT - 2)
-    note(ax, 0.2, 0.18, f"The prompt has {prompt_length} tokens; its first is never a target. Target t is the token "
-                        "after input position t,\nso the prompt's last token predicts the answer's first.",
-         fontsize=FONT - 2)
+    note(ax, 0.2, 0.2, "Each cell is one target position, coloured by the token it asks for. Exercise 7.2 tries a "
+                       "third option: counting the answer only.", fontsize=FONT - 2)
     return fig
 
 
@@ -1288,7 +1288,7 @@ FIGURES = [
     Figure("finetuning-pipeline", "ch07", ch07_pipeline, "The steps of instruction finetuning in this chapter",
            "ch07.ipynb", "## 7.1 Introduction to instruction finetuning"),
     Figure("masking", "ch07", ch07_masking,
-           "Which target positions count in the loss: this chapter's collate and the prompt masking of exercise 7.2",
+           "Which target positions count in the loss, without masking and with collate's -100 for repeated padding",
            "ch07.ipynb", "The masking is done by position"),
     Figure("evaluation-flow", "ch07", ch07_evaluation_flow,
            "Three ways of scoring the same free-text responses", "ch07.ipynb",
