@@ -109,3 +109,37 @@ def test_not_an_exercises_notebook_is_a_clear_error(tmp_path, capsys, name, cont
     with pytest.raises(SystemExit) as raised:
         grade_exercises.main([str(path)])
     assert error in f"{raised.value.code} {capsys.readouterr().err}"
+
+
+class Agrees(int):
+    """An answer of a learner's own class: not data, whatever it claims."""
+
+    def __eq__(self, other):
+        return True
+
+
+def test_answers_load_as_data_only(tmp_path):
+    """The isolated checks load a model with its optimizer as the chapter's and torch's classes; anything else, a
+    class of the learner's or an object of torch's outside modules, optimizers and data (whose loading could run
+    code), is refused with a clear message."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "ch04"))
+    try:
+        import gpt
+    finally:
+        sys.path.remove(str(ROOT / "ch04"))
+    model = gpt.GPTModel(gpt.GPTConfig(vocab_size=11, context_length=4, emb_dim=8, n_heads=2, n_layers=1))
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.tensor([[1, 2]])).sum().backward()
+    optimizer.step()
+    path = tmp_path / "answers.pt"
+    exec(grade_exercises.save_answers_code(["model", "optimizer", "{'n': 3}"], path), {"model": model,
+                                                                                      "optimizer": optimizer})
+    loaded, state, plain = grade_exercises.load_answers(path, ROOT / "ch04")
+    assert type(loaded).__name__ == "GPTModel" and type(loaded).__module__ == "gpt" and plain == {"n": 3}
+    assert state.param_groups[0]["params"][0] is next(loaded.parameters()) and len(state.state) > 0
+    for answer, refused in [(Agrees(1), "test_grade_exercises.Agrees"), (torch.fx.Graph(), "torch.fx.graph.Graph")]:
+        torch.save([answer], path)
+        with pytest.raises(AssertionError, match=f"the answer must be plain data .* not .*{refused}"):
+            grade_exercises.load_answers(path, ROOT / "ch04")

@@ -160,9 +160,18 @@ SAFE_GLOBALS = {"collections.defaultdict", "builtins.dict", "builtins.list", "bu
                 "builtins.tuple", "builtins.int", "builtins.float", "builtins.bool", "builtins.str", "builtins.slice"}
 
 
+def torch_answer_types():
+    """The kinds of torch objects an answer may hold: modules, optimizers, datasets and their loaders."""
+    import torch
+
+    data = torch.utils.data
+    return torch.nn.Module, torch.optim.Optimizer, data.Dataset, data.DataLoader, data.Sampler, torch.Generator
+
+
 def allowed_global(name, folder):
-    """What ``module.name`` in an answer file may stand for: a class of torch's or of the chapter's modules, a
-    DataLoader's collate function from torch.utils.data, or a plain container type (None if not allowed)."""
+    """What ``module.name`` in an answer file may stand for: a class of the chapter's modules, one of torch's
+    modules, optimizers, datasets, samplers or loaders, a DataLoader's collate function from torch.utils.data, or a
+    plain container type (None if not allowed)."""
     module_name, _, attribute = name.rpartition(".")
     top = module_name.split(".")[0]
     if name not in SAFE_GLOBALS and top != "torch" and not (folder / f"{top}.py").is_file():
@@ -171,8 +180,10 @@ def allowed_global(name, folder):
         found = getattr(importlib.import_module(module_name), attribute, None)
     except ImportError:
         return None
-    if name in SAFE_GLOBALS or (isinstance(found, type) and found.__module__ == module_name):
+    if name in SAFE_GLOBALS:
         return found
+    if isinstance(found, type) and found.__module__ == module_name:
+        return found if top != "torch" or issubclass(found, torch_answer_types()) else None
     collate = module_name.startswith("torch.utils.data.") and callable(found)
     return found if collate and getattr(found, "__module__", None) == module_name else None
 
