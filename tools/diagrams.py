@@ -1067,7 +1067,7 @@ def ch07_masking():
 
 def ch07_evaluation_flow():
     metrics = load_module(ROOT / "ch07" / "metrics.py", "ch07_metrics")
-    names = [f.__name__ for f in (metrics.rouge_l_f1, metrics.token_f1, metrics.exact_match)]
+    names = list(metrics.METRICS)  # the metrics section 7.8 reports
     fig, ax = canvas(8.4, 3.9)
     title(ax, 0.2, 3.65, "Scoring free-text responses: three judges of the same answers", fontsize=FONT + 1)
     box(ax, 0.2, 1.55, 1.9, 1.2, "test entry:\ninstruction, input,\nreference output\n+ model_response", "text",
@@ -1082,7 +1082,8 @@ def ch07_evaluation_flow():
         box(ax, 2.7, y - 0.05, 2.85, 0.8, text, color, fontsize=FONT - 2)
         arrow(ax, (2.1, 2.15), (2.7, y + 0.35))
         note(ax, 5.7, y + 0.35, verdict, color=INK, fontsize=FONT - 2)
-    note(ax, 0.2, 0.25, "Every entry gets each score; the summary is the mean (and spread) over the test entries.",
+    note(ax, 0.2, 0.25, "Every entry gets each score; the summary is each score's mean over the test entries "
+                        "(evaluate_responses.py).",
          fontsize=FONT - 1)
     return fig
 
