@@ -377,6 +377,7 @@ def grade_in_child(path, folder, timeout, progress):
             report["kernel_died"] = True
         finally:
             checker.close()
+            kill_group(report.get("kernel_pid"))  # what the notebook started and left running
     record()  # the errors after the last exercise
     for check in checks:
         if check not in verdicts:
@@ -441,11 +442,13 @@ def grade(path, timeout=CELL_TIMEOUT, env=None, wall_clock=WALL_CLOCK, memory_gb
                 stopped = None if child.returncode == 0 else f"the grading stopped (exit status {child.returncode})"
             except subprocess.TimeoutExpired:
                 stopped = f"the notebook ran out of its wall-clock limit of {wall_clock:g} s"
+                kill_group(child.pid)  # before it is reaped, while the id is still the child's
             finally:
-                report = json.loads(progress.read_text()) if progress.is_file() else {}
-                kill_group(child.pid)
-                kill_group(report.get("kernel_pid"))
+                child.kill()
                 child.wait()
+        report = json.loads(progress.read_text()) if progress.is_file() else {}
+        if stopped:  # the child did not end the kernel: its process group (and what it started) goes too
+            kill_group(report.get("kernel_pid"))
         if stopped and child.returncode not in (0, -signal.SIGKILL):
             last = stderr.read_text(errors="replace").strip().splitlines()
             stopped += f": {last[-1]}" if last else ""
