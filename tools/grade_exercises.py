@@ -377,7 +377,6 @@ def grade_in_child(path, folder, timeout, progress):
             report["kernel_died"] = True
         finally:
             checker.close()
-            kill_group(report.get("kernel_pid"))  # what the notebook started and left running
     record()  # the errors after the last exercise
     for check in checks:
         if check not in verdicts:
