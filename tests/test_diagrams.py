@@ -151,9 +151,51 @@ def test_toy_numbers_are_the_notebooks():
     assert f"toy_vocab = {diagrams.CH05_VOCAB}".replace("'", '"') in ch05
     ch06 = (ROOT / "ch06/ch06.ipynb").read_text(encoding="utf-8")
     assert f'tokenizer.encode(\\"{diagrams.CH06_MESSAGE}\\")' in ch06
+    ch02 = (ROOT / "ch02/ch02.ipynb").read_text(encoding="utf-8")
+    assert all(word.strip() in ch02 for word in diagrams.CH02_BPE_WORDS)
+    ch04 = "".join("".join(c["source"]) for c in json.loads((ROOT / "ch04/ch04.ipynb").read_text())["cells"])
+    assert f'prompt = "{diagrams.CH04_PROMPT}"' in ch04
+    assert "torch.manual_seed(123)\nexamples = torch.randn(2, 5)" in ch04  # the layer-norm example's inputs
+    assert "nn.Sequential(nn.Linear(5, 6), nn.ReLU())" in ch04
+    ch05_code = "".join("".join(c["source"]) for c in json.loads((ROOT / "ch05/ch05.ipynb").read_text())["cells"])
+    assert f"sentences = {diagrams.CH05_SENTENCES}".replace("'", '"') in ch05_code
+    appendix = "".join("".join(c["source"]) for c in
+                       json.loads((ROOT / "appendix-A/appendix-A.ipynb").read_text())["cells"])
+    assert f"labels = torch.tensor({diagrams.APPENDIX_A_LABELS})" in appendix
+    assert "DataLoader(tiny, batch_size=2, shuffle=True, drop_last=drop_last," in appendix
     ch03 = "".join("".join(c["source"]) for c in json.loads((ROOT / "ch03/ch03.ipynb").read_text())["cells"])
     for word, row in zip(diagrams.CH03_WORDS, diagrams.CH03_INPUTS):
         assert re.search(re.escape(f"[{row[0]:.2f}, {row[1]:.2f}, {row[2]:.2f}]") + r"\]?,?\s+# " + word, ch03), word
+
+
+MAIN_NOTEBOOKS = ["appendix-A/appendix-A.ipynb"] + [f"ch0{n}/ch0{n}.ipynb" for n in range(2, 8)]
+MIN_DIAGRAMS = 6
+MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\((?:data:image/|[^)\s]+\.(?:png|svg|jpe?g|gif)\b)")
+
+
+def diagrams_shown(cells):
+    """Figures a reader sees: image outputs of code cells and images embedded in markdown cells."""
+    outputs = sum(1 for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])
+                  if {"image/png", "image/svg+xml", "image/jpeg"} & set(o.get("data", {})))
+    embedded = sum(len(MARKDOWN_IMAGE.findall("".join(c["source"]))) for c in cells if c["cell_type"] == "markdown")
+    return outputs + embedded
+
+
+@pytest.mark.parametrize("notebook", MAIN_NOTEBOOKS)
+def test_every_main_notebook_shows_enough_diagrams(notebook):
+    cells = json.loads((ROOT / notebook).read_text(encoding="utf-8"))["cells"]
+    assert diagrams_shown(cells) >= MIN_DIAGRAMS, (
+        f"{notebook} shows {diagrams_shown(cells)} diagrams (figure outputs and embedded images); a main notebook "
+        f"needs at least {MIN_DIAGRAMS}: add one to tools/diagrams.py")
+
+
+def test_diagram_count_sees_outputs_and_embedded_images():
+    cells = [{"cell_type": "code", "outputs": [{"data": {"image/png": "x", "text/plain": "<Figure>"}},
+                                               {"text": "a printed line"}]},
+             {"cell_type": "markdown", "source": ["![a](data:image/png;base64,AAAA)\n", "![b](figures/b.png) ",
+                                                  "[a link](page.md)"]},
+             {"cell_type": "code", "outputs": []}]
+    assert diagrams_shown(cells) == 3
 
 
 def test_placing_a_figure_needs_an_unambiguous_anchor(tmp_path, monkeypatch):
