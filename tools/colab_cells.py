@@ -123,7 +123,7 @@ def set_up_colab(course, folder, files, packages, packages_without_dependencies=
     for requirements, options in [(packages, []), (packages_without_dependencies, ["--no-deps"])]:
         to_install = missing(requirements)
         if to_install:
-            run([sys.executable, "-m", "pip", "install", "--quiet", *options, *to_install],
+            run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", *options, *to_install],
                 f"Installing {{', '.join(to_install)}}")
             importlib.invalidate_caches()
             done.append(f"installed {{', '.join(to_install)}}")
