@@ -73,11 +73,56 @@ class NeuralNetwork(torch.nn.Module):
         return self.layers(x)  # (batch, num_inputs) -> (batch, num_outputs) logits
 
 
+def computes_like_cpu(device, tolerance=1e-3):
+    """Whether ``device`` computes a tiny GPT-style forward and backward pass the way the CPU does.
+
+    Some versions of PyTorch and macOS give silently wrong numbers on Apple's MPS backend (readers of the book
+    reported chapter-5 losses stuck near 6 and chapter-7 losses of 19.9 instead of 3.8). One causal self-attention
+    block with a feed-forward part and a cross-entropy loss that ignores some targets runs on both devices; the
+    loss and every gradient must agree to ``tolerance`` (relative to the largest CPU value). If they do not, or
+    the device fails, the reason is printed and the answer is False.
+    """
+    generator = torch.Generator().manual_seed(123)
+    vocab, tokens, dim = 50, 8, 16
+    shapes = {"embedding": (vocab, dim), "qkv": (dim, 3 * dim), "up": (dim, 4 * dim), "down": (4 * dim, dim)}
+    weights = {name: 0.3 * torch.randn(shape, generator=generator) for name, shape in shapes.items()}
+    ids = torch.randint(vocab, (2, tokens), generator=generator)
+    targets = torch.roll(ids, -1, dims=1)
+    targets[:, -2:] = -100  # ignored by the loss, like the padding of chapter 7
+    future = torch.triu(torch.ones(tokens, tokens, dtype=torch.bool), diagonal=1)
+
+    def loss_and_gradients(where):
+        params = {name: w.detach().to(where).requires_grad_() for name, w in weights.items()}  # fresh leaves
+        x = params["embedding"][ids.to(where)]
+        queries, keys, values = (torch.layer_norm(x, (dim,)) @ params["qkv"]).chunk(3, dim=-1)
+        scores = (queries @ keys.transpose(1, 2) / dim**0.5).masked_fill(future.to(where), -torch.inf)
+        x = x + torch.softmax(scores, dim=-1) @ values
+        hidden = torch.nn.functional.gelu(torch.layer_norm(x, (dim,)) @ params["up"], approximate="tanh")
+        x = x + hidden @ params["down"]
+        logits = torch.layer_norm(x, (dim,)) @ params["embedding"].T
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.to(where).flatten())
+        loss.backward()
+        return [loss.detach().to("cpu")] + [p.grad.to("cpu") for p in params.values()]
+
+    try:
+        expected, found = loss_and_gradients(torch.device("cpu")), loss_and_gradients(device)
+    except (RuntimeError, NotImplementedError) as error:
+        print(f"{device} failed a small test computation ({error}); using the CPU instead.")
+        return False
+    worst = max(((f - e).abs().max() / e.abs().max()).item() for e, f in zip(expected, found))
+    if not worst <= tolerance:  # also catches NaN
+        print(f"{device} computed a small test differently from the CPU (relative difference {worst:.2g}, allowed "
+              f"{tolerance:g}): using the CPU so that losses are right. See setup/gpu-and-cloud.md.")
+        return False
+    return True
+
+
 def get_device():
-    """The fastest available device: an NVIDIA GPU, else an Apple-silicon GPU, else the CPU."""
+    """The fastest available device: an NVIDIA GPU, else an Apple-silicon GPU that computes like the CPU, else
+    the CPU."""
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if torch.backends.mps.is_available():
+    if torch.backends.mps.is_available() and computes_like_cpu(torch.device("mps")):
         return torch.device("mps")
     return torch.device("cpu")
 

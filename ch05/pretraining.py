@@ -19,14 +19,14 @@ import matplotlib.pyplot as plt
 import torch
 from tqdm import tqdm
 
-from previous_chapters import GPTConfig, GPTModel, create_dataloader, generate_greedy
+from previous_chapters import GPTConfig, GPTModel, computes_like_cpu, create_dataloader, generate_greedy
 
 
 def choose_device():
-    """The fastest device available: a CUDA GPU, then Apple's MPS, then the CPU."""
+    """The fastest device available: a CUDA GPU, then Apple's MPS if it computes like the CPU, then the CPU."""
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if torch.backends.mps.is_available():
+    if torch.backends.mps.is_available() and computes_like_cpu(torch.device("mps")):
         return torch.device("mps")
     return torch.device("cpu")
 

@@ -96,7 +96,7 @@ def describe_device():
     if torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
     if torch.backends.mps.is_available():
-        return "mps (Apple silicon GPU)"
+        return "mps (Apple silicon GPU; used only if it computes like the CPU: setup/gpu-and-cloud.md)"
     processor = platform.processor() or platform.machine()
     return f"cpu ({processor}, {os.cpu_count()} logical cores, torch uses {torch.get_num_threads()} threads)"
 

@@ -30,8 +30,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyBboxPatch  # noqa: E402
-from PIL import Image  # noqa: E402  (a dependency of matplotlib)
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.axis import Axis  # noqa: E402
+from matplotlib.collections import Collection  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import FancyBboxPatch, Patch  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+from PIL import Image, PngImagePlugin  # noqa: E402  (a dependency of matplotlib)
 
 ROOT = Path(__file__).resolve().parents[1]
 DPI = 100
@@ -115,7 +121,13 @@ def gpt2_tokens(text):
 
 
 def load_module(path, name):
-    """Import the module at ``path`` (with its folder first on sys.path, as when run from there)."""
+    """Import the module at ``path`` (with its folder first on sys.path, as when run from there).
+
+    Chapter folders reuse module names (each has its own ``previous_chapters.py``), so the folder's own modules are
+    imported afresh and taken out of ``sys.modules`` again afterwards: another chapter's copy is never picked up.
+    """
+    local = {p.stem for p in path.parent.glob("*.py")}
+    saved = {n: sys.modules.pop(n) for n in local if n in sys.modules}
     sys.path.insert(0, str(path.parent))
     try:
         spec = importlib.util.spec_from_file_location(name, path)
@@ -124,6 +136,9 @@ def load_module(path, name):
         return module
     finally:
         sys.path.remove(str(path.parent))
+        for n in local:
+            sys.modules.pop(n, None)
+        sys.modules.update(saved)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -217,6 +232,30 @@ def ch02_token_position_embeddings():
     note(ax, 1.1 + 5.75, 0.8, "(8, 4, 256)", ha="center", color=INK)
     note(ax, 0.15, 0.2, "Shapes of section 2.10: batches of 8 windows of 4 tokens, 256 dimensions (GPT-2 small: 768)."
                         " Shades stand for numbers.", fontsize=FONT - 2)
+    return fig
+
+
+CH02_BPE_WORDS = ["Hello", " sunlit", " terraces", " someunknownPlace"]  # words of ch02.ipynb's section 2.6 text
+
+
+def ch02_bpe_pieces():
+    fig, ax = canvas(8.4, 3.9)
+    title(ax, 0.2, 3.6, "GPT-2's BPE tokenizer: frequent words are one token, rare words are split into known pieces",
+          fontsize=FONT)
+    for row, word in enumerate(CH02_BPE_WORDS):
+        ids, pieces = gpt2_tokens(word)
+        y = 2.75 - row * 0.7
+        box(ax, 0.2, y, 2.1, 0.5, shown(word), "text", fontsize=FONT)
+        arrow(ax, (2.35, y + 0.25), (2.75, y + 0.25))
+        x = 2.8
+        for token_id, piece in zip(ids, pieces):
+            width = 0.45 + 0.11 * len(piece)
+            box(ax, x, y + 0.12, width, 0.38, shown(piece), "token", fontsize=FONT - 1)
+            note(ax, x + width / 2, y + 0.02, str(token_id), ha="center", fontsize=FONT - 2, color=INK)
+            x += width + 0.08
+        note(ax, 7.3, y + 0.25, f"{len(ids)} token{'s' * (len(ids) > 1)}", color=INK)
+    note(ax, 0.2, 0.25, "Token texts above their ids (tiktoken's \"gpt2\" encoding); \u2423 is the leading space a "
+                        "token carries.", fontsize=FONT - 1)
     return fig
 
 
@@ -409,6 +448,105 @@ def ch04_transformer_block():
     return fig
 
 
+def ch04_layer_norm():
+    import torch
+    import torch.nn as nn
+
+    torch.manual_seed(123)  # ch04.ipynb, section 4.2
+    examples = torch.randn(2, 5)
+    layer = nn.Sequential(nn.Linear(5, 6), nn.ReLU())
+    with torch.no_grad():
+        out = layer(examples)
+    mean = out.mean(dim=-1, keepdim=True)
+    var = out.var(dim=-1, keepdim=True, unbiased=False)
+    normed = (out - mean) / torch.sqrt(var)
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.3), sharey=True)
+    for ax, values, name in [(axes[0], out, "output of Linear(5, 6) + ReLU"), (axes[1], normed, "after normalizing")]:
+        for row in range(2):
+            positions = [i + (row - 0.5) * 0.38 for i in range(6)]
+            color = [COLORS["bar"], COLORS["accent"]][row]
+            ax.bar(positions, values[row].tolist(), width=0.36, color=color)
+            row_mean = round(values[row].mean().item(), 2) + 0.0  # + 0.0 turns -0.0 into 0.0
+            ax.text(0.02, 0.95 - 0.08 * row, f"row {row}: mean {row_mean:.2f}, variance "
+                                             f"{values[row].var(unbiased=False):.2f}", color=color,
+                    transform=ax.transAxes, fontsize=FONT - 2, va="center", fontweight="bold")
+        ax.axhline(0, color=EDGE, lw=0.8)
+        ax.set_title(name, fontsize=FONT)
+        ax.set_xticks(range(6), [f"feature {i}" for i in range(6)], fontsize=FONT - 3)
+        ax.tick_params(axis="y", labelsize=FONT - 2)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[1].set_ylim(-1.6, 2.6)
+    fig.suptitle("Layer normalization works per row (per token): subtract the row's mean, divide by its standard "
+                 "deviation", fontsize=FONT)
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.1, top=0.82, wspace=0.06)  # fixed: no tight_layout
+    return fig
+
+
+def ch04_parameter_budget():
+    import torch
+
+    gpt = load_module(ROOT / "ch04" / "gpt.py", "ch04_gpt")
+    with torch.device("meta"):  # shapes only: no memory, instant
+        model = gpt.GPTModel(gpt.GPT_CONFIG_124M)
+    groups = {"token embedding (tok_emb)": "tok_emb.", "position embedding (pos_emb)": "pos_emb.",
+              "attention, 12 blocks (att)": ".att.", "feed forward, 12 blocks (ff)": ".ff.",
+              "LayerNorms (norm1, norm2, final_norm)": "norm", "output layer (out_head)": "out_head."}
+    counts = {name: sum(p.numel() for n, p in model.named_parameters() if key in n) for name, key in groups.items()}
+    total = sum(p.numel() for p in model.parameters())
+    assert sum(counts.values()) == total, "every parameter belongs to exactly one group"
+    fig, ax = plt.subplots(figsize=(8.4, 3.6))
+    names = list(counts)[::-1]
+    values = [counts[n] / 1e6 for n in names]
+    colors = [COLORS["accent"] if n.startswith(("token", "output")) else COLORS["bar"] for n in names]
+    ax.barh(names, values, color=colors)
+    for k, n in enumerate(names):
+        share = 100 * counts[n] / total
+        ax.text(values[k] + 0.8, k, f"{counts[n]:,} ({share:.1f} %)" if share >= 0.1 else f"{counts[n]:,} (< 0.1 %)",
+                va="center", fontsize=FONT - 2)
+    ax.set_xlim(0, max(values) * 1.45)
+    ax.set_xlabel("parameters (millions)", fontsize=FONT - 1)
+    ax.tick_params(labelsize=FONT - 2)
+    ax.spines[["top", "right"]].set_visible(False)
+    tied = total - counts["output layer (out_head)"]
+    ax.set_title(f"GPTModel(GPT_CONFIG_124M): {total:,} parameters\nwith the output layer tied to the token "
+                 f"embedding (orange bars shared): {tied:,}", fontsize=FONT - 1)
+    fig.subplots_adjust(left=0.31, right=0.98, bottom=0.14, top=0.85)  # fixed: no tight_layout
+    return fig
+
+
+CH04_PROMPT = "Hello, I am"  # ch04.ipynb, section 4.7
+
+
+def ch04_greedy_loop():
+    ids, tokens = gpt2_tokens(CH04_PROMPT)
+    fig, ax = canvas(8.4, 3.9)
+    title(ax, 0.2, 3.65, "Greedy decoding (generate_greedy): one new token per pass through the model",
+          fontsize=FONT + 1)
+    x = 0.2
+    for token_id, token in zip(ids, tokens):
+        box(ax, x, 2.65, 0.85, 0.6, f"{shown(token)}\n{token_id}", "token", fontsize=FONT - 2)
+        x += 0.9
+    box(ax, x, 2.65, 0.85, 0.6, "next\nid", "target", fontsize=FONT - 2)
+    note(ax, 0.2, 3.38, f'prompt "{CH04_PROMPT}": {len(ids)} token ids, shape (1, {len(ids)})', color=INK,
+         fontsize=FONT - 1)
+    steps = [(0.2, "crop to the last\ncontext_length ids", "layer"),
+             (2.25, f"model(ids)\nlogits (1, {len(ids)}, 50,257)", "vector"),
+             (4.3, "logits[:, -1, :]\nthe last position", "vector"),
+             (6.35, "argmax: the id\nwith the top score", "target")]
+    for k, (x0, text, color) in enumerate(steps):
+        box(ax, x0, 1.1, 1.85, 0.75, text, color, fontsize=FONT - 2)
+        if k:
+            arrow(ax, (x0 - 0.2, 1.47), (x0, 1.47))
+    arrow(ax, (1.1, 2.65), (1.1, 1.85))
+    ax.annotate("", xy=(x + 0.42, 2.65), xytext=(7.27, 1.85),
+                arrowprops=dict(arrowstyle="-|>", color=COLORS["accent"], lw=1.4, shrinkA=0, shrinkB=0))
+    note(ax, 6.45, 2.3, "append with torch.cat,\nthen repeat", color=COLORS["accent"])
+    note(ax, 0.2, 0.45, "No softmax is needed: it keeps the order of the scores. With untrained weights the chosen "
+                        "tokens are\nnonsense; chapter 5 trains the model, and adds temperature and top-k sampling.",
+         fontsize=FONT - 1)
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # training loops (chapter 5 and appendix A)
 
@@ -486,7 +624,107 @@ def ch05_temperature_top_k():
     axes[0].set_ylabel("probability of the next word")
     fig.suptitle('softmax(logits / T) for "The old piano in the corner was ..." (the toy logits of section 5.3.1)',
                  fontsize=FONT)
-    fig.tight_layout()
+    # fixed margins rather than tight_layout, whose result depends on how a matplotlib version measures text
+    fig.subplots_adjust(left=0.075, right=0.99, bottom=0.2, top=0.84, wspace=0.08)
+    return fig
+
+
+@functools.cache
+def ch05_untrained_target_probabilities():
+    """The probabilities section 5.1.2's untrained model gives its six target tokens, and the vocabulary size."""
+    import tiktoken
+    import torch
+
+    chapter = load_module(ROOT / "ch05" / "previous_chapters.py", "ch05_previous_chapters")
+    config = chapter.GPTConfig(context_length=256)  # GPT_CONFIG_124M_256 of ch05.ipynb
+    torch.manual_seed(123)
+    model = chapter.GPTModel(config).eval()
+    tokenizer = tiktoken.get_encoding("gpt2")
+    ids = torch.tensor([tokenizer.encode(s) for s in CH05_SENTENCES])
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    with torch.no_grad():
+        probas = torch.softmax(model(inputs), dim=-1)
+    return torch.gather(probas, -1, targets.unsqueeze(-1)).flatten().tolist(), config.vocab_size
+
+
+CH05_SENTENCES = ["The old painter smiled", "He had stopped painting"]  # ch05.ipynb, section 5.1.2
+
+
+def ch05_cross_entropy():
+    target_probs, vocab_size = ch05_untrained_target_probabilities()
+    loss = -sum(math.log(p) for p in target_probs) / len(target_probs)
+    fig, ax = plt.subplots(figsize=(8.4, 4.0))
+    p = [10 ** (k / 50) for k in range(-300, 1)]
+    ax.plot(p, [-math.log(v) for v in p], color=EDGE, lw=1.2)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-6, 1.5)
+    ax.set_ylim(0, 14)
+    uniform = 1 / vocab_size
+    points = [(target_probs, "o", COLORS["bar"], f"the untrained model's 6 target tokens (5.1.2): mean loss "
+                                                 f"{loss:.2f}, perplexity e^{loss:.2f} \u2248 {math.exp(loss):,.0f}"),
+              ([uniform], "D", COLORS["accent"], f"uniform guess 1/{vocab_size:,}: loss ln({vocab_size:,}) = "
+                                                 f"{math.log(vocab_size):.2f}, perplexity {vocab_size:,}"),
+              ([0.5, 1.0], "s", COLORS["train"], "p = 0.5: loss 0.69, perplexity 2;  p = 1: loss 0, perplexity 1")]
+    for k, (probs, marker, color, label) in enumerate(points):  # markers drawn as lines: no legend box to measure
+        ax.plot(probs, [-math.log(v) for v in probs], linestyle="none", marker=marker, color=color,
+                markeredgecolor=EDGE, zorder=3)
+        ax.plot([0.25], [0.93 - 0.07 * k], linestyle="none", marker=marker, color=color, markeredgecolor=EDGE,
+                transform=ax.transAxes)
+        ax.text(0.27, 0.93 - 0.07 * k, label, transform=ax.transAxes, va="center", fontsize=FONT - 2, color=INK)
+    ax.set_xlabel("probability the model gives the correct next token (log scale)", fontsize=FONT - 1)
+    ax.set_ylabel("loss = \u2212ln p", fontsize=FONT - 1)
+    ax.tick_params(labelsize=FONT - 2)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title("Cross-entropy: the mean of \u2212ln p over the target tokens; perplexity = e^loss", fontsize=FONT)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.92)  # fixed: no tight_layout
+    return fig
+
+
+@functools.cache
+def ch05_split_numbers():
+    """Characters, tokens and windows of section 5.1.3's training/validation split of The Verdict."""
+    import tiktoken
+    import torch
+
+    chapter = load_module(ROOT / "ch05" / "previous_chapters.py", "ch05_previous_chapters")
+    pretraining = load_module(ROOT / "ch05" / "pretraining.py", "ch05_pretraining")
+    with tempfile.TemporaryDirectory() as folder:
+        text = chapter.load_verdict(Path(folder) / "the-verdict.txt")
+    tokenizer = tiktoken.get_encoding("gpt2")
+    split = int(0.9 * len(text))
+    torch.manual_seed(123)
+    train_loader, val_loader = pretraining.create_train_val_loaders(text, 256, batch_size=2)
+    return {"chars": len(text), "split": split, "train_tokens": len(tokenizer.encode(text[:split])),
+            "val_tokens": len(tokenizer.encode(text[split:])), "train_batches": len(train_loader),
+            "val_batches": len(val_loader), "train_used": sum(x.numel() for x, _ in train_loader),
+            "val_used": sum(x.numel() for x, _ in val_loader)}
+
+
+def ch05_train_val_split():
+    n = ch05_split_numbers()
+    fig, ax = canvas(8.4, 3.3)
+    title(ax, 0.2, 3.05, f"The Verdict, {n['chars']:,} characters: the first 90 % train, the last 10 % validate",
+          fontsize=FONT + 1)
+    scale = 7.9 / (n["train_tokens"] + n["val_tokens"])
+    parts = [("training", 0, n["split"], n["train_tokens"], n["train_batches"], n["train_used"], 0.2, "token"),
+             ("validation", n["split"], n["chars"], n["val_tokens"], n["val_batches"], n["val_used"],
+              0.2 + n["train_tokens"] * scale, "target")]
+    for name, first, last, tokens, batches, used, x0, color in parts:
+        windows = used // 256
+        for w in range(windows):
+            box(ax, x0 + w * 256 * scale, 1.75, 256 * scale, 0.6, "", color, style="square")
+        box(ax, x0 + windows * 256 * scale, 1.75, (tokens - used) * scale, 0.6, "", "layer", style="square")
+        x, ha = (8.1, "right") if name == "validation" else (x0, "left")  # validation's labels end at the right
+        note(ax, x, 2.6, f"{name}: characters {first:,}\u2013{last:,} \u2192 {tokens:,} tokens", color=INK,
+             fontsize=FONT - 1, ha=ha)
+        note(ax, x, 1.45, f"{windows} windows of 256 = {batches} batch{'es' * (batches > 1)} of 2", color=INK,
+             fontsize=FONT - 1, ha=ha)
+    unused = n["train_tokens"] - n["train_used"] + n["val_tokens"] - n["val_used"]
+    note(ax, 0.2, 0.85, f"Each box is one window of 256 input tokens (stride 256, no overlap); grey: the {unused} "
+                        "tokens that fill no window\nare not used. Training reads "
+                        f"{n['train_used']:,} tokens per epoch, validation {n['val_used']:,}.", fontsize=FONT - 1)
+    note(ax, 0.2, 0.3, "The split is made on characters before tokenizing, so no window spans both parts.",
+         fontsize=FONT - 1)
     return fig
 
 
@@ -538,6 +776,131 @@ def ch06_last_token():
                        "position\nhas seen the whole message, so its two scores (ham, spam) give the class.",
          color=INK)
     note(ax, 0.4, 0.2, "model(ids)[:, -1, :]  \u2192  (batch, 2)", color=INK, family="DejaVu Sans Mono")
+    return fig
+
+
+@functools.cache
+def ch06_data():
+    """Counts of section 6.2's data preparation and the lengths of the first training batch of section 6.3."""
+    import pandas as pd
+    import tiktoken
+
+    module = load_module(ROOT / "ch06" / "classification.py", "ch06_classification")
+    with tempfile.TemporaryDirectory() as folder:
+        collection = module.read_sms_collection(module.download_sms_spam(folder))
+        paths = module.write_splits(module.download_sms_spam(folder), folder, seed=123)
+        sizes = {name: len(pd.read_csv(path)) for name, path in paths.items()}
+        tokenizer = tiktoken.get_encoding("gpt2")
+        datasets = [module.SpamDataset(paths["train"], tokenizer)]
+        datasets += [module.SpamDataset(paths[name], tokenizer, max_length=datasets[0].max_length)
+                     for name in ["validation", "test"]]
+        train_loader, _, _ = module.create_data_loaders(*datasets, batch_size=8, seed=123)
+        inputs, labels = next(iter(train_loader))
+    counts = collection["Label"].value_counts()
+    lengths = [int((row != module.PAD_TOKEN_ID).sum()) for row in inputs]  # no message contains token 50256
+    return {"ham": int(counts["ham"]), "spam": int(counts["spam"]), "sizes": sizes, "lengths": lengths,
+            "labels": labels.tolist(), "max_length": datasets[0].max_length, "batch_shape": tuple(inputs.shape),
+            "loader_batches": len(train_loader)}
+
+
+def ch06_dataset_split():
+    d = ch06_data()
+    fig, ax = canvas(8.4, 3.9)
+    title(ax, 0.2, 3.65, "From the SMS Spam Collection to three balanced splits", fontsize=FONT + 1)
+    scale = 5.6 / (d["ham"] + d["spam"])
+    rows = [("collection", [("ham", d["ham"], "token"), ("spam", d["spam"], "target")]),
+            ("balanced", [("ham", d["spam"], "token"), ("spam", d["spam"], "target")]),
+            ("split 70/10/20", [(name, size, color) for (name, size), color in
+                                zip(d["sizes"].items(), ["train", "id", "vector"])])]
+    for k, (name, parts) in enumerate(rows):
+        y = 2.85 - k * 0.95
+        note(ax, 0.2, y + 0.3, name, color=INK)
+        x = 1.85
+        for label, size, color in parts:
+            box(ax, x, y + 0.1, size * scale, 0.4, "", color, style="square")
+            x += size * scale
+        note(ax, 1.85, y - 0.08, " + ".join(f"{label} {size:,}" for label, size, _ in parts) +
+             f" = {sum(size for _, size, _ in parts):,} messages", color=INK, fontsize=FONT - 1)
+    note(ax, 0.2, 0.3, f"Balancing keeps {d['spam']:,} randomly chosen ham messages (seed 123), as many as there are "
+                       "spam; the 1,494 messages\nare shuffled and cut into training, validation and test parts.",
+         fontsize=FONT - 1)
+    return fig
+
+
+def ch06_padding():
+    d = ch06_data()
+    fig, ax = canvas(8.4, 4.4)
+    n, max_length = len(d["lengths"]), d["max_length"]
+    title(ax, 0.2, 4.15, f"The first training batch, {d['batch_shape']}: every message padded to {max_length} "
+                         "tokens with 50256", fontsize=FONT)
+    left, width = 1.3, 5.9
+    cell = width / max_length
+    for r, (length, label) in enumerate(zip(d["lengths"], d["labels"])):
+        y = 3.45 - r * 0.34
+        note(ax, 0.2, y + 0.13, f"{['ham', 'spam'][label]}, {length} tokens", color=INK, fontsize=FONT - 2)
+        box(ax, left, y, length * cell, 0.26, "", "token", style="square")
+        box(ax, left + length * cell, y, (max_length - length) * cell, 0.26, "", "layer", style="square")
+        ax.add_patch(plt.Rectangle((left + (max_length - 1) * cell, y), cell, 0.26, facecolor=COLORS["accent"],
+                                   edgecolor="none"))
+    bottom = 3.45 - (n - 1) * 0.34
+    note(ax, left + width + 0.1, bottom + 0.4, f"\u2190 position {max_length - 1}:\nthe pooled\n(last) position",
+         color=COLORS["accent"], fontsize=FONT - 2)
+    for x in [0, max_length - 1]:
+        note(ax, left + (x + 0.5) * cell, 3.85, str(x), ha="center", fontsize=FONT - 3)
+    for color, text, x in [("token", "message tokens", 0.2), ("layer", "padding (50256)", 2.2),
+                           (COLORS["accent"], "the position the classifier reads", 4.3)]:
+        box(ax, x, 0.45, 0.3, 0.22, "", color, style="square")
+        note(ax, x + 0.4, 0.56, text, color=INK, fontsize=FONT - 1)
+    note(ax, 0.2, 0.15, f"{max_length} is the longest training message. For every shorter message the last position "
+                        "holds padding, yet it attends to all the real tokens.", fontsize=FONT - 2)
+    return fig
+
+
+def ch06_classification_loss():
+    d = ch06_data()
+    batch, tokens = d["batch_shape"]
+    fig, ax = canvas(8.4, 3.9)
+    steps = [(f"input_batch\n({batch}, {tokens})", "token"),
+             (f"model(input_batch)\n({batch}, {tokens}, 2)", "vector"),
+             (f"pool_outputs: last\nposition ({batch}, 2)", "vector"),
+             (f"cross_entropy with\nlabels ({batch},)", "target")]
+    for k, (text, color) in enumerate(steps):
+        x = 0.2 + k * 2.07
+        box(ax, x, 2.3, 1.8, 0.8, text, color, fontsize=FONT - 2)
+        if k:
+            arrow(ax, (x - 0.27, 2.7), (x, 2.7))
+    box(ax, 4.34, 0.95, 1.8, 0.8, f"argmax over the\n2 scores ({batch},)", "id", fontsize=FONT - 2)
+    arrow(ax, (5.24, 2.3), (5.24, 1.75))
+    box(ax, 6.41, 0.95, 1.8, 0.8, "accuracy: share of\ncorrect predictions", "id", fontsize=FONT - 2)
+    arrow(ax, (6.14, 1.35), (6.41, 1.35))
+    note(ax, 0.2, 3.55, "Chapter 5's loss scored 50,257 logits at every position; here one position per message "
+                        "counts, with 2 scores", color=INK, fontsize=FONT - 1)
+    note(ax, 0.2, 1.35, "training minimizes\nthe loss (top);\naccuracy (bottom) is\nwhat we report", color=INK,
+         fontsize=FONT - 1)
+    note(ax, 0.2, 0.35, f"Shapes of the first training batch: {batch} messages of {tokens} tokens; class 0 = ham "
+                        "(not spam), 1 = spam.", fontsize=FONT - 1)
+    return fig
+
+
+def ch06_two_finetunings():
+    train_messages = ch06_data()["sizes"]["train"]
+    fig, ax = canvas(8.4, 3.0)
+    for x0, heading, example, output, color, facts in [
+            (0.2, "classification finetuning (this chapter)", "\"You are a winner! Claim\nyour prize now ...\"",
+             "spam", "target", "output layer: 2 scores (one per class)\n"
+                               f"labelled examples: {train_messages:,} training messages\n"
+                               "answer: always one of the labels"),
+            (4.35, "instruction finetuning (chapter 7)", "\"Convert 45 kilometers\nto meters.\"",
+             "\"45 kilometers is\n45,000 meters.\"", "text",
+             "output layer: unchanged (50,257 tokens)\ndata: instruction\u2013response pairs\n"
+             "answer: free text, any task like the data")]:
+        title(ax, x0, 2.75, heading, fontsize=FONT)
+        box(ax, x0, 1.55, 1.75, 0.85, example, "token", fontsize=FONT - 2)
+        arrow(ax, (x0 + 1.75, 1.97), (x0 + 2.05, 1.97))
+        box(ax, x0 + 2.05, 1.55, 1.75, 0.85, output, color, fontsize=FONT - 1)
+        note(ax, x0, 1.0, facts, color=INK, fontsize=FONT - 2)
+    note(ax, 0.2, 0.2, "Both start from the same pretrained GPT-2 and keep training it; they differ in the output "
+                       "layer and the data.", fontsize=FONT - 1)
     return fig
 
 
@@ -630,6 +993,101 @@ def ch07_collated_batch():
     return fig
 
 
+def ch07_pipeline():
+    module, data = ch07_entries()
+    train, test, validation = module.split_data(data)
+    fig, ax = canvas(8.4, 4.3)
+    title(ax, 0.2, 4.05, "Instruction finetuning in chapter 7", fontsize=FONT + 1)
+    stages = [(f"{len(data):,} entries:\ninstruction, input,\noutput (7.2)", "text"),
+              (f"split: {len(train)} train,\n{len(validation)} validation,\n{len(test)} test (7.2)", "id"),
+              ("format_prompt +\noutput, tokenized\n(7.2, 7.3)", "token"),
+              ("collate: pad,\nshift, -100\n(7.3, 7.4)", "token")]
+    later = [("finetune pretrained\nGPT-2 medium:\nnext-token loss (7.5, 7.6)", "train"),
+             ("generate a response\nfor every test\nprompt (7.7)", "vector"),
+             ("extract_response:\nthe text after\nthe prompt (7.7)", "vector"),
+             ("score against the\nreference: metrics,\nreading, judge (7.8\u20137.11)", "target")]
+    for row, items in enumerate([stages, later]):
+        y = 2.6 - row * 1.75
+        for k, (text, color) in enumerate(items):
+            x = 0.2 + k * 2.05 if row == 0 else 0.2 + (3 - k) * 2.05
+            box(ax, x, y, 1.8, 1.0, text, color, fontsize=FONT - 2)
+            if k:
+                start, end = ((x - 0.25, y + 0.5), (x, y + 0.5)) if row == 0 else ((x + 2.05, y + 0.5),
+                                                                                  (x + 1.8, y + 0.5))
+                arrow(ax, start, end)
+    arrow(ax, (7.15, 2.6), (7.15, 1.85))
+    note(ax, 0.2, 0.3, "The model itself does not change: all the new work is in the data and in judging free text.",
+         fontsize=FONT - 1)
+    return fig
+
+
+CH07_MASK_ENTRY = 3  # a training entry (the first 935 entries are the training split)
+
+
+def ch07_masking():
+    import tiktoken
+
+    module, data = ch07_entries()
+    tokenizer = tiktoken.get_encoding("gpt2")
+    entry = data[CH07_MASK_ENTRY]
+    prompt_length = len(tokenizer.encode(module.format_prompt(entry)))
+    example = module.InstructionDataset([entry], tokenizer)[0]
+    longer = next(module.InstructionDataset([e], tokenizer)[0] for e in data if
+                  len(module.InstructionDataset([e], tokenizer)[0]) == len(example) + 4)
+    # without masking = "ignore" with the padding token itself, which leaves every target as it is
+    options = [("without masking: every target counts,\nrepeated padding too (step 2)", module.END_OF_TEXT_ID),
+               ("collate: padding after the first\nend-of-text is -100 (step 3)", module.IGNORE_INDEX)]
+    fig, ax = canvas(8.4, 3.9)
+    title(ax, 0.2, 3.65, f"Targets of entry {CH07_MASK_ENTRY} ({len(example)} tokens) in a batch with an entry 4 "
+                         "tokens longer", fontsize=FONT)
+    colors = {"prompt": "token", "answer": "target", "end": "id", "padding": "layer", "ignored": "masked"}
+    for row, (name, ignore_index) in enumerate(options):
+        _, targets = module.collate([example, longer], ignore_index=ignore_index)
+        targets = targets[0].tolist()
+        kinds = ["ignored" if value == module.IGNORE_INDEX else "prompt" if t < prompt_length - 1 else
+                 "answer" if t < len(example) - 1 else "end" if t == len(example) - 1 else "padding"
+                 for t, value in enumerate(targets)]
+        cell = 7.9 / len(targets)
+        y = 2.45 - row * 1.15
+        note(ax, 0.2, y + 0.62, name, color=INK, fontsize=FONT - 1)
+        for t, kind in enumerate(kinds):
+            box(ax, 0.2 + t * cell, y, cell, 0.3, "", colors[kind], style="square")
+        counted = len(kinds) - kinds.count("ignored")
+        note(ax, 4.4, y + 0.62, f"{counted} of {len(targets)} target positions count in the loss", color=INK,
+             fontsize=FONT - 1)
+    legend = [("token", "prompt", 0.2), ("target", "answer", 1.35), ("id", "one end-of-text", 2.5),
+              ("layer", "more padding (50256)", 4.15), ("masked", "-100: ignored", 6.4)]
+    for color, text, x in legend:
+        box(ax, x, 0.62, 0.3, 0.22, "", color, style="square")
+        note(ax, x + 0.4, 0.73, text, color=INK, fontsize=FONT - 2)
+    note(ax, 0.2, 0.2, "Each cell is one target position, coloured by the token it asks for. Exercise 7.2 tries a "
+                       "third option: counting the answer only.", fontsize=FONT - 2)
+    return fig
+
+
+def ch07_evaluation_flow():
+    metrics = load_module(ROOT / "ch07" / "metrics.py", "ch07_metrics")
+    names = list(metrics.METRICS)  # the metrics section 7.8 reports
+    fig, ax = canvas(8.4, 3.9)
+    title(ax, 0.2, 3.65, "Scoring free-text responses: three judges of the same answers", fontsize=FONT + 1)
+    box(ax, 0.2, 1.55, 1.9, 1.2, "test entry:\ninstruction, input,\nreference output\n+ model_response", "text",
+        fontsize=FONT - 2)
+    judges = [("reference metrics (metrics.py):\n" + ", ".join(names), "id",
+               "cheap, repeatable; reward the\nreference's wording, not correctness"),
+              ("reading the responses\nyourself", "token", "most trustworthy; slow, so\nonly for a handful"),
+              ("a larger LLM as judge\n(llm_judge.py): score 0\u2013100", "vector",
+               "scales to all entries; needs a\nlocal server and a larger model")]
+    for k, (text, color, verdict) in enumerate(judges):
+        y = 2.75 - k * 1.0
+        box(ax, 2.7, y - 0.05, 2.85, 0.8, text, color, fontsize=FONT - 2)
+        arrow(ax, (2.1, 2.15), (2.7, y + 0.35))
+        note(ax, 5.7, y + 0.35, verdict, color=INK, fontsize=FONT - 2)
+    note(ax, 0.2, 0.25, "Every entry gets each score; the summary is each score's mean over the test entries "
+                        "(evaluate_responses.py).",
+         fontsize=FONT - 1)
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # appendix A
 
@@ -670,6 +1128,37 @@ def appendix_a_computation_graph():
          color=INK)
     note(ax, 0.2, 0.35, "green: leaves with requires_grad=True, where backward() stores .grad. "
                         "\u2202loss/\u2202z = a \u2212 y; \u2202loss/\u2202w = (a \u2212 y) x.", fontsize=FONT - 2)
+    return fig
+
+
+APPENDIX_A_LABELS = [0, 0, 0, 1, 1]  # the five hand-made examples of appendix-A.ipynb, section A.5
+
+
+def appendix_a_dataloader():
+    import torch
+    from torch.utils.data import DataLoader
+
+    fig, ax = canvas(8.4, 3.9)
+    title(ax, 0.2, 3.65, "DataLoader(tiny, batch_size=2, shuffle=True, generator seeded 123): one epoch",
+          fontsize=FONT)
+    note(ax, 0.2, 3.25, "Dataset: 5 items", color=INK)
+    for i, label in enumerate(APPENDIX_A_LABELS):
+        box(ax, 0.2, 2.6 - i * 0.5, 1.9, 0.4, f"item {i}: label {label}", "token", fontsize=FONT - 2)
+    for x0, drop_last in [(3.0, False), (5.7, True)]:
+        # the loader draws indices; over range(5) it draws the same order as over the data set itself
+        batches = [b.tolist() for b in DataLoader(range(5), batch_size=2, shuffle=True, drop_last=drop_last,
+                                                  generator=torch.Generator().manual_seed(123))]
+        note(ax, x0, 3.25, f"drop_last={drop_last}: {len(batches)} batches", color=INK)
+        for k, indices in enumerate(batches):
+            y = 2.5 - k * 0.75
+            labels = [APPENDIX_A_LABELS[i] for i in indices]
+            box(ax, x0, y, 2.4, 0.6, f"item{'s' * (len(indices) > 1)} {', '.join(map(str, indices))}\nlabels {labels}",
+                "id" if len(indices) == 2 else "layer", fontsize=FONT - 2)
+        if not drop_last:
+            arrow(ax, (2.15, 1.65), (x0 - 0.05, 1.65))
+    note(ax, 5.7, 0.55, "the incomplete last batch\nis dropped", color=INK, fontsize=FONT - 2)
+    note(ax, 0.2, 0.2, "Each batch stacks its items: features (2, 2), labels (2,). A new shuffled order is drawn "
+                       "every epoch.", fontsize=FONT - 1)
     return fig
 
 
@@ -765,20 +1254,135 @@ FIGURES = [
            "## A.3 Autograd"),
     Figure("training-loop", "appendix-A", appendix_a_training_loop, "The training loop", "appendix-A.ipynb",
            "## A.6 The training loop"),
+    Figure("dataloader", "appendix-A", appendix_a_dataloader,
+           "The DataLoader of section A.5 on the five hand-made examples: shuffled batches of 2, with and without "
+           "drop_last", "appendix-A.ipynb", "A `DataLoader` also takes `num_workers`", after=False),
+    Figure("bpe-pieces", "ch02", ch02_bpe_pieces,
+           "Byte pair encoding keeps frequent words whole and splits rare ones into known pieces", "ch02.ipynb",
+           "## 2.6 Byte pair encoding"),
+    Figure("layer-norm", "ch04", ch04_layer_norm,
+           "The two rows of the example before and after layer normalization: each now has mean 0 and variance 1",
+           "ch04.ipynb", "The layer-normalization module adds three details", after=False),
+    Figure("parameter-budget", "ch04", ch04_parameter_budget,
+           "Where GPT-2 small's parameters are: the parameter count of each component of GPTModel",
+           "ch04.ipynb", "`GPTConfig(tie_embeddings=True)` builds the model"),
+    Figure("greedy-loop", "ch04", ch04_greedy_loop, "Greedy decoding appends the top-scoring token and runs again",
+           "ch04.ipynb", "## 4.7 Generating text"),
+    Figure("cross-entropy", "ch05", ch05_cross_entropy,
+           "Loss and perplexity as a function of the probability given to the correct token", "ch05.ipynb",
+           "**Perplexity** is the exponential of the cross-entropy"),
+    Figure("train-val-split", "ch05", ch05_train_val_split,
+           "The training and validation parts of The Verdict, cut into windows of 256 tokens", "ch05.ipynb",
+           "Only 4,608 tokens for training", after=False),
+    Figure("two-finetunings", "ch06", ch06_two_finetunings,
+           "Classification finetuning and instruction finetuning side by side", "ch06.ipynb",
+           "## 6.1 Different categories of finetuning"),
+    Figure("dataset-split", "ch06", ch06_dataset_split,
+           "The SMS Spam Collection balanced and split into training, validation and test messages", "ch06.ipynb",
+           "## 6.3 Creating data loaders", after=False),
+    Figure("padding", "ch06", ch06_padding,
+           "The first training batch: message tokens, padding, and the last position the classifier reads",
+           "ch06.ipynb", "## 6.4 Initializing a model with pretrained weights", after=False),
+    Figure("classification-loss", "ch06", ch06_classification_loss,
+           "From a batch of messages to the classification loss and the accuracy", "ch06.ipynb",
+           "## 6.6 Calculating the classification loss and accuracy"),
+    Figure("finetuning-pipeline", "ch07", ch07_pipeline, "The steps of instruction finetuning in this chapter",
+           "ch07.ipynb", "## 7.1 Introduction to instruction finetuning"),
+    Figure("masking", "ch07", ch07_masking,
+           "Which target positions count in the loss, without masking and with collate's -100 for repeated padding",
+           "ch07.ipynb", "The masking is done by position"),
+    Figure("evaluation-flow", "ch07", ch07_evaluation_flow,
+           "Three ways of scoring the same free-text responses", "ch07.ipynb",
+           "## 7.8 Scoring the responses against the reference answers"),
 ]
 
 
+def describe(fig):
+    """What ``fig`` shows, independent of how a matplotlib version turns it into pixels.
+
+    A list with, in drawing order, every visible text (string, anchor point, size, colour, alignment, weight), every
+    patch's outline and colours (arrows included), every line's points, and each visible axis's ticks and tick
+    labels; positions in inches from the figure's lower-left corner, rounded to 0.01 inch (one pixel at 100 dpi).
+    Nothing in it depends on glyph shapes or text measurements, which change with matplotlib and FreeType versions;
+    the diagrams therefore place everything explicitly (no tight_layout).
+    """
+    fig.canvas.draw()  # places ticks and spines
+    to_inches = fig.dpi_scale_trans.inverted()
+
+    def points(transform, xy):
+        return [[round(float(v), 2) for v in point] for point in (transform + to_inches).transform(xy)]
+
+    def colour(value):
+        return to_hex(value, keep_alpha=True)
+
+    def visit(artist, items):
+        if not artist.get_visible() or id(artist) in hidden:
+            return
+        if isinstance(artist, Axes):  # what ax.axis("off") or a frameless axes does not draw
+            if not (artist.axison and artist.get_frame_on()):
+                hidden.update(map(id, [artist.patch, *artist.spines.values()]))
+            if not artist.axison:
+                hidden.update(id(axis) for axis in (artist.xaxis, artist.yaxis))
+        if isinstance(artist, Axis):
+            low, high = sorted(artist.get_view_interval())
+            ticks = [[round(float(loc), 6), label.get_text() if label.get_visible() else None]
+                     for loc, label in zip(artist.get_majorticklocs(), artist.get_majorticklabels())
+                     if low - 1e-9 <= loc <= high + 1e-9]
+            items.append(["axis", artist.axis_name, ticks, artist.label.get_text()])
+            return
+        if isinstance(artist, Text):
+            if artist.get_text():
+                bbox = artist.get_bbox_patch()
+                items.append(["text", artist.get_text(), points(artist.get_transform(),
+                                                               [artist.get_unitless_position()])[0],
+                              artist.get_fontsize(), colour(artist.get_color()), artist.get_horizontalalignment(),
+                              artist.get_verticalalignment(), str(artist.get_fontweight()), artist.get_rotation(),
+                              bbox and [colour(bbox.get_facecolor()), colour(bbox.get_edgecolor())]])
+        elif isinstance(artist, Patch):  # boxes, bars, spines, and the arrows of annotations (their children)
+            items.append([type(artist).__name__, points(artist.get_transform(), artist.get_path().vertices),
+                          colour(artist.get_facecolor()) if artist.get_fill() else None,
+                          colour(artist.get_edgecolor()), artist.get_linewidth()])
+        elif isinstance(artist, Line2D):
+            items.append(["line", points(artist.get_transform(), artist.get_xydata()), colour(artist.get_color()),
+                          artist.get_linewidth(), artist.get_linestyle(), artist.get_marker()])
+        elif isinstance(artist, Collection) and len(artist.get_paths()):
+            raise ValueError("describe() does not know collections yet: add them before a diagram uses one")
+        for child in artist.get_children():
+            visit(child, items)
+
+    hidden = set()
+    items = [["figure", [round(float(v), 2) for v in fig.get_size_inches()]]]
+    for child in fig.get_children():
+        visit(child, items)
+    return items
+
+
 def render(figure, path):
-    """Draw ``figure`` and save it as a PNG at ``path`` (no timestamp or version in the file)."""
+    """Draw ``figure`` and save it as a PNG at ``path``, with ``describe()`` of it in the PNG's text chunks.
+
+    The file holds no timestamp, only the matplotlib version it was drawn with (``matplotlib``) and the description
+    (``diagram``), which tests/test_diagrams.py compares with a fresh drawing.
+    """
     fig = figure.draw()
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=DPI, facecolor="white")
+    description = json.dumps(describe(fig), separators=(",", ":"), ensure_ascii=False)
     plt.close(fig)
     # a palette of at most 128 colours keeps the files small (anti-aliased edges need a few shades per colour)
     image = Image.open(buffer).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT,
                                                        dither=Image.Dither.NONE)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("matplotlib", matplotlib.__version__)
+    info.add_text("diagram", description, zip=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, optimize=True)
+    image.save(path, optimize=True, pnginfo=info)
+
+
+def recorded(path):
+    """The matplotlib version and the description that ``render`` stored in the PNG at ``path``."""
+    with Image.open(path) as image:
+        chunks = image.text
+    return chunks.get("matplotlib"), json.loads(chunks.get("diagram", "null"))
 
 
 def cell_id(figure):

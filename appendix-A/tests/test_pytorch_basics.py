@@ -10,6 +10,7 @@ from pytorch_basics import (
     NeuralNetwork,
     ToyDataset,
     compute_accuracy,
+    computes_like_cpu,
     get_device,
     make_toy_datasets,
     train_model,
@@ -107,8 +108,61 @@ def test_state_dict_round_trip_gives_identical_outputs(tmp_path):
     assert torch.equal(model(x), restored(x))
 
 
+class FakeMPS(torch.Tensor):
+    """A tensor "on the MPS GPU" for machines without one: it computes on the CPU, and ``broken`` names an
+    operation whose result it spoils (a plausible bug: attention weights off by a little) or that it lacks."""
+
+    broken = None
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if cls.broken == "missing" and func is torch.nn.functional.gelu:
+            raise NotImplementedError("The operator 'aten::gelu' is not currently implemented for the MPS device")
+        result = super().__torch_function__(func, types, args, kwargs or {})
+        if cls.broken == "softmax" and func is torch.softmax:
+            result = result * 1.05
+        if cls.broken == "tiny" and func is torch.softmax:
+            result = result * (1 + 1e-6)  # rounding-sized differences, as any GPU has
+        return result
+
+
+@pytest.fixture
+def fake_mps(monkeypatch):
+    """Make this machine look like an Apple-silicon Mac whose MPS tensors are FakeMPS tensors."""
+    real_to = torch.Tensor.to
+
+    def to(tensor, *args, **kwargs):
+        if args and isinstance(args[0], torch.device) and args[0].type == "mps":
+            return real_to(tensor, "cpu").as_subclass(FakeMPS)
+        return real_to(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(FakeMPS, "broken", None)
+    return FakeMPS
+
+
+def test_an_mps_that_computes_like_the_cpu_is_used(fake_mps, capsys):
+    assert computes_like_cpu(torch.device("mps"))
+    fake_mps.broken = "tiny"
+    assert get_device() == torch.device("mps")
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("broken, message", [("softmax", "computed a small test differently from the CPU"),
+                                             ("missing", "failed a small test computation")])
+def test_an_mps_with_wrong_numbers_or_missing_operators_falls_back_to_the_cpu(fake_mps, capsys, broken, message):
+    fake_mps.broken = broken
+    assert not computes_like_cpu(torch.device("mps"))
+    assert get_device() == torch.device("cpu")
+    output = capsys.readouterr().out
+    assert message in output and "using the CPU" in output
+
+
 @pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
 def test_get_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    monkeypatch.setitem(get_device.__globals__, "computes_like_cpu", lambda device: True)
     assert get_device() == torch.device(expected)

@@ -11,8 +11,10 @@ import tiktoken
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+import pretraining
 from pretraining import (
     batch_loss,
+    choose_device,
     evaluate,
     generate,
     load_checkpoint,
@@ -330,3 +332,13 @@ def test_plot_losses_writes_the_figure(tmp_path):
     fig = plot_losses(history, tmp_path / "loss.png")
     assert (tmp_path / "loss.png").stat().st_size > 0
     assert [line.get_label() for line in fig.axes[0].lines] == ["training loss", "validation loss"]
+
+
+@pytest.mark.parametrize("mps_agrees, expected", [(True, "mps"), (False, "cpu")])
+def test_choose_device_uses_mps_only_if_it_computes_like_the_cpu(monkeypatch, mps_agrees, expected):
+    checked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(pretraining, "computes_like_cpu", lambda device: checked.append(device) or mps_agrees)
+    assert choose_device() == torch.device(expected)
+    assert checked == [torch.device("mps")]  # checked once, on the device it was about to choose
