@@ -101,6 +101,43 @@ def evaluate(entries, metrics, response_key="model_response", judge=None):
     return {"summary": summarize(scores), "entries": scored_entries}
 
 
+def compare(responses_by_model, metrics, judge=None, response_key="model_response"):
+    """{model: summary} for several models' responses to the same entries, each scored by ``evaluate``.
+
+    Scores are comparable only on the same instructions and reference answers, so every model's entries must match
+    the first model's, in order; otherwise a ValueError names the model and the first entry that differs.
+    """
+    if not responses_by_model:
+        raise ValueError("no models to compare")
+    (first, reference), *others = responses_by_model.items()
+    for name, entries in others:
+        if len(entries) != len(reference):
+            raise ValueError(f"{name!r} has {len(entries)} responses and {first!r} {len(reference)}: compare "
+                             "responses to the same entries")
+        for i, (entry, expected) in enumerate(zip(entries, reference)):
+            differing = [key for key in TEXT_KEYS if entry[key] != expected[key]]
+            if differing:
+                raise ValueError(f"entry {i} of {name!r} differs from entry {i} of {first!r} in {differing}: "
+                                 "compare responses to the same entries, in the same order")
+    return {name: evaluate(entries, metrics, response_key, judge)["summary"]
+            for name, entries in responses_by_model.items()}
+
+
+def format_comparison(summaries, judge_model=None):
+    """A table of ``compare``'s summaries: one row per model, each metric's mean in a column (n/a if none)."""
+    metrics = list(next(iter(summaries.values())))
+    headers = [f"judge ({judge_model})" if metric == "judge" else metric for metric in metrics]
+    widths = [max(11, len(header)) for header in headers]
+    name_width = max(len("model"), *(len(name) for name in summaries))
+    rows = [["model", *headers]]
+    for name, summary in summaries.items():
+        means = [summary[metric]["mean"] for metric in metrics]
+        rows.append([name, *("n/a" if mean is None else f"{mean:.1f}" if metric == "judge" else f"{mean:.3f}"
+                             for metric, mean in zip(metrics, means))])
+    return "\n".join("  ".join([f"{name:<{name_width}}", *(f"{cell:>{width}}" for cell, width in zip(cells, widths))])
+                     for name, *cells in rows)
+
+
 def write_json_atomically(data, path):
     """Write ``data`` as JSON to a temporary file beside ``path``, then rename it: ``path`` is never half-written."""
     path = Path(path)

@@ -63,8 +63,8 @@ ch05_checks, pretraining, ch05_previous, gpt_download = import_from(
     "ch05", "exercise_checks", "pretraining", "previous_chapters", "gpt_download")
 ch06_checks, classification, ch06_gpt_download = import_from(
     "ch06", "exercise_checks", "classification", "gpt_download")
-ch07_checks, instruction_finetuning, ch07_previous, ch07_lora = import_from(
-    "ch07", "exercise_checks", "instruction_finetuning", "previous_chapters", "lora")
+ch07_checks, instruction_finetuning, ch07_previous, ch07_lora, ch07_gpt_download = import_from(
+    "ch07", "exercise_checks", "instruction_finetuning", "previous_chapters", "lora", "gpt_download")
 CHECKS = {name: function
           for module in [appendix_checks, ch02_checks, ch03_checks, ch04_checks, ch05_checks, ch06_checks, ch07_checks]
           for name, function in vars(module).items() if name.startswith("check_")}
@@ -187,6 +187,24 @@ def ch02_23(special_tokens=("<|endoftext|>", "<|unk|>"), count_specials=True, or
                 encoded=text_data.SimpleTokenizerV2(vocab).encode(SENTENCE), unknown_words=order(unknown))
 
 
+class Agrees(int):
+    """A number that claims to equal anything: a check must convert an answer before comparing it."""
+
+    __hash__ = int.__hash__
+
+    def __eq__(self, other):
+        return True
+
+
+class AgreesFloat(float):
+    """A rate that claims to equal anything."""
+
+    __hash__ = float.__hash__
+
+    def __eq__(self, other):
+        return True
+
+
 def windows_ceil(num_tokens, max_length, stride):
     return -(-(num_tokens - max_length) // stride)
 
@@ -286,16 +304,16 @@ class GPTConfigDropouts(gpt.GPTConfig):
     drop_rate_shortcut: float = 0.1
 
 
-def model_class(attention_rate="drop_rate_attn", shortcut_rate="drop_rate_shortcut", extra_module=False):
+def model_class(attention_rate="drop_rate_attn", shortcut_rate="drop_rate_shortcut", extra_module=False, rate=float):
     """A model class for exercise 4.3 as the solution writes it; the arguments introduce a learner's mistakes."""
 
     class GPTModelDropouts(gpt.GPTModel):
         def __init__(self, cfg):
             super().__init__(cfg)
-            self.drop_emb.p = cfg.drop_rate_emb
+            self.drop_emb.p = rate(cfg.drop_rate_emb)
             for block in self.trf_blocks:
-                block.att.dropout.p = getattr(cfg, attention_rate)
-                block.drop_shortcut.p = getattr(cfg, shortcut_rate)
+                block.att.dropout.p = rate(getattr(cfg, attention_rate))
+                block.drop_shortcut.p = rate(getattr(cfg, shortcut_rate))
             if extra_module:  # a new module for the attention rate instead of setting the existing one
                 self.drop_attn = torch.nn.Dropout(cfg.drop_rate_attn)
 
@@ -527,24 +545,33 @@ def ch07_72(dataset_class=None, collate_fn=None):
                 collate_masked=collate_fn or masked_collate())
 
 
-def ch07_73(lora=True, layers="all", freeze=True, count="trainable", optimizer="own", train=True, rank=16):
+@cache
+def ch07_gpt2(size):
+    """GPT-2 as chapter 7's load_gpt2 gives it (the root conftest's stand-in); copy it before changing it."""
+    return ch07_gpt_download.load_gpt2(size)
+
+
+def ch07_73(size="355M", lora=True, layers="all", freeze=True, count="trainable", optimizer="own", train=True,
+            rank=16, lora_rank=16, alpha=16, optimizer_class=torch.optim.AdamW, lr=5e-5, weight_decay=0.1):
+    """Exercise 7.3's answers as the solution builds them (on the root conftest's stand-in GPT-2), or with a
+    learner's mistake."""
     torch.manual_seed(123)
-    model = ch07_previous.GPTModel(ch07_previous.GPTConfig(vocab_size=64, context_length=8, emb_dim=16, n_heads=2,
-                                                           n_layers=1))
+    model = copy.deepcopy(ch07_gpt2(size))
+    ch07_gpt2("355M")  # the learner has loaded GPT-2 medium once, whichever model the answer holds
     if lora and layers == "all":
-        ch07_lora.add_lora(model, rank=16, alpha=16)
+        ch07_lora.add_lora(model, rank=lora_rank, alpha=alpha)
     elif lora:  # only the attention's query and value projections, by hand
         model.requires_grad_(False)
         for block in model.trf_blocks:
-            block.att.W_query = ch07_lora.LinearWithLoRA(block.att.W_query, 16, 16)
-            block.att.W_value = ch07_lora.LinearWithLoRA(block.att.W_value, 16, 16)
+            block.att.W_query = ch07_lora.LinearWithLoRA(block.att.W_query, lora_rank, alpha)
+            block.att.W_value = ch07_lora.LinearWithLoRA(block.att.W_value, lora_rank, alpha)
     if not freeze:
         model.requires_grad_(True)
     trainable, total = ch07_lora.count_parameters(model)
-    owner = model if optimizer == "own" else ch07_lora.add_lora(ch07_previous.GPTModel(model.cfg), 16, 16)
-    adamw = torch.optim.AdamW([p for p in owner.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.1)
-    if train:
-        ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    owner = model if optimizer == "own" else ch07_lora.add_lora(copy.deepcopy(ch07_gpt2(size)), lora_rank, alpha)
+    adamw = optimizer_class([p for p in owner.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    if train:  # one step on random token ids; a learning rate of 5e-5 still moves B away from zero
+        ids = torch.randint(0, 50257, (2, 8), generator=torch.Generator().manual_seed(0))
         loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
         loss.backward()
         adamw.step()
@@ -615,6 +642,8 @@ WRONG_ANSWERS = [
     Wrong("check_exercise_2_4", "floor division", lambda: ch02_24(windows_floor), "the one extra token"),
     Wrong("check_exercise_2_4", "the Verdict count for stride 256",
           lambda: ch02_24(stride=256), "max_length=256, stride=128"),
+    Wrong("check_exercise_2_4", "counts that claim to equal anything",
+          lambda: ch02_24(lambda *args: Agrees(0)), "the one extra token"),
     Wrong("check_exercise_2_5", "a position embedding with a row per token id",
           lambda: ch02_25(pos_rows=50257), "one row per position"),
     Wrong("check_exercise_2_5", "no position embeddings added",
@@ -679,6 +708,9 @@ WRONG_ANSWERS = [
     Wrong("check_exercise_4_3", "a new dropout module beside the existing one",
           lambda: dict(config_class=GPTConfigDropouts, model_class=model_class(extra_module=True)),
           "keep GPTModel's dropout modules"),
+    Wrong("check_exercise_4_3", "one rate everywhere, made to claim to equal any rate",
+          lambda: dict(config_class=GPTConfigDropouts, model_class=model_class(rate=lambda p: AgreesFloat(0.5))),
+          "which of the three rates"),
 
     Wrong("check_exercise_5_1", "logits multiplied by the temperature",
           lambda: ch05_51(divide=False), "divide, then softmax"),
@@ -780,6 +812,27 @@ WRONG_ANSWERS = [
           "does not optimize the LoRA matrices"),
     Wrong("check_exercise_7_3", "not trained", lambda: ch07_73(train=False), "train the model"),
     Wrong("check_exercise_7_3", "a different rank stated", lambda: ch07_73(rank=8), "do not have rank"),
+    Wrong("check_exercise_7_3", "GPT-2 small instead of medium", lambda: ch07_73(size="124M"), "is not GPT-2 medium"),
+    Wrong("check_exercise_7_3", "GPT-2 large instead of medium", lambda: ch07_73(size="774M"), "is not GPT-2 medium"),
+    Wrong("check_exercise_7_3", "a randomly initialised GPT-2 medium",
+          lambda: {**ch07_73(), "lora_model": ch07_lora.add_lora(
+              ch07_previous.GPTModel(ch07_gpt2("355M").cfg), 16, 16)}, "is not GPT-2 medium"),
+    Wrong("check_exercise_7_3", "rank 8 throughout", lambda: ch07_73(rank=8, lora_rank=8),
+          "is not the rank the exercise asks for"),
+    Wrong("check_exercise_7_3", "alpha 8", lambda: ch07_73(alpha=8), "not made with the alpha"),
+    Wrong("check_exercise_7_3", "alpha 32", lambda: ch07_73(alpha=32), "not made with the alpha"),
+    Wrong("check_exercise_7_3", "chapter 5's learning rate", lambda: ch07_73(lr=4e-4), "learning rate is not"),
+    Wrong("check_exercise_7_3", "a learning rate of 1e-4", lambda: ch07_73(lr=1e-4), "learning rate is not"),
+    Wrong("check_exercise_7_3", "no weight decay", lambda: ch07_73(weight_decay=0.0), "weight decay is not"),
+    Wrong("check_exercise_7_3", "AdamW's default weight decay", lambda: ch07_73(weight_decay=0.01),
+          "weight decay is not"),
+    Wrong("check_exercise_7_3", "Adam instead of AdamW", lambda: ch07_73(optimizer_class=torch.optim.Adam),
+          "the exercise uses the chapter's optimizer, AdamW"),
+    Wrong("check_exercise_7_3", "the model handed over as a state dict",
+          lambda: {**ch07_73(), "lora_model": ch07_73()["lora_model"].state_dict()}, "should be a model"),
+    Wrong("check_exercise_7_3", "the count as a tensor",
+          lambda: {**ch07_73(), "trainable_params": torch.tensor(ch07_73()["trainable_params"])},
+          "should be a Python int"),
 ]
 
 CORRECT_ANSWERS = {

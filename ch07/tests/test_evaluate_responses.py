@@ -1,7 +1,9 @@
 """Tests of ch07/evaluate_responses.py: the command line as a user runs it, the scores file, the LLM judge through the
-canned server, and bad input files (a clear error naming the entry and key, and no scores file written)."""
+canned server, bad input files (a clear error naming the entry and key, and no scores file written), and the
+comparison of several models' responses to the same entries (the notebook's "your model beside the book's")."""
 
 import json
+import re
 import socket
 import statistics
 import subprocess
@@ -12,7 +14,16 @@ import pytest
 from rouge_score import rouge_scorer
 
 from canned_judge_server import CannedJudgeServer
-from evaluate_responses import ResponsesFileError, download_example, load_entries, main
+from evaluate_responses import (
+    ResponsesFileError,
+    compare,
+    download_example,
+    evaluate,
+    format_comparison,
+    load_entries,
+    main,
+)
+from llm_judge import Judge
 from metrics import rouge_l_f1, token_f1
 
 HERE = Path(__file__).resolve().parents[1]
@@ -148,3 +159,47 @@ def test_real_responses_rouge_l_mean_equals_rouge_score(tmp_path, capsys):
     expected = statistics.fmean(scorer.score(e["output"], e["model_response"])["rougeL"].fmeasure
                                 for e in load_entries(path))
     assert summary["rouge-l"] == {"mean": pytest.approx(expected, abs=1e-12), "scored": 110, "unscored": 0}
+
+
+def other_model(entries):
+    """The same entries answered by another "model": each reference answer, word for word."""
+    return [{**entry, "model_response": entry["output"]} for entry in entries]
+
+
+def test_compare_scores_each_model_as_evaluate_does_and_tabulates_the_means():
+    models = {"your model": other_model(ENTRIES), "the book's model": ENTRIES}
+    summaries = compare(models, ["rouge-l", "exact-match"])
+    for name, entries in models.items():
+        assert summaries[name] == evaluate(entries, ["rouge-l", "exact-match"])["summary"]
+    assert summaries["your model"]["exact-match"]["mean"] == 1.0
+    lines = format_comparison(summaries).splitlines()
+    assert lines[0].split() == ["model", "rouge-l", "exact-match"]
+    book_rouge = statistics.fmean(rouge_l_f1(e["model_response"], e["output"]) for e in ENTRIES)
+    assert lines[1].split()[-2:] == ["1.000", "1.000"]
+    assert lines[2].startswith("the book's model") and lines[2].split()[-2:] == [f"{book_rouge:.3f}", "0.333"]
+
+
+def test_compare_judges_every_model_with_the_same_judge():
+    models = {"book": ENTRIES, "copies the input": [{**e, "model_response": e["input"]} for e in ENTRIES]}
+    with CannedJudgeServer(canned_reply) as server:
+        summaries = compare(models, ["token-f1", "judge"], Judge(model="judge-x", url=server.url))
+        assert len(server.requests) == 2 * len(ENTRIES)
+    assert summaries["book"]["judge"] == {"mean": 55.0, "scored": 2, "unscored": 1}
+    assert summaries["copies the input"]["judge"] == {"mean": None, "scored": 0, "unscored": 3}
+    table = format_comparison(summaries, "judge-x").splitlines()
+    assert table[0].split()[-2:] == ["judge", "(judge-x)"]
+    assert table[1].endswith("55.0") and table[2].endswith("n/a")
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda entries: entries[:2], "'other' has 2 responses and 'book' 3"),
+    (lambda entries: entries[::-1], "entry 0 of 'other' differs from entry 0 of 'book' in ['instruction', 'input', "
+                                    "'output']"),
+    (lambda entries: [entries[0], {**entries[1], "output": "Cl."}, entries[2]],
+     "entry 1 of 'other' differs from entry 1 of 'book' in ['output']"),
+])
+def test_compare_refuses_responses_to_other_entries(change, expected):
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        compare({"book": ENTRIES, "other": change(other_model(ENTRIES))}, ["rouge-l"])
+    with pytest.raises(ValueError, match="no models to compare"):
+        compare({}, ["rouge-l"])
