@@ -883,6 +883,22 @@ def test_wrong_answer_fails_with_hint(wrong):
         CHECKS[wrong.check](**wrong.answers())
 
 
+# Fragments of a solution that a check's hints must never print: a hint guides, the learner finds the answer.
+ANSWERS_NO_HINT_GIVES = {
+    "check_exercise_7_2": ["prompt_length - 1", "prompt_length-1", "position prompt_length"],
+}
+
+
+@pytest.mark.parametrize("wrong", [w for w in WRONG_ANSWERS if w.check in ANSWERS_NO_HINT_GIVES],
+                         ids=[f"{w.check.removeprefix('check_exercise_')}: {w.mistake}" for w in WRONG_ANSWERS
+                              if w.check in ANSWERS_NO_HINT_GIVES])
+def test_hint_does_not_give_the_answer(wrong):
+    with pytest.raises(AssertionError) as raised:
+        CHECKS[wrong.check](**wrong.answers())
+    given = [fragment for fragment in ANSWERS_NO_HINT_GIVES[wrong.check] if fragment in str(raised.value)]
+    assert not given, f"the hint gives the answer away ({given}): {raised.value}"
+
+
 @pytest.mark.parametrize("check", CORRECT_ANSWERS)
 def test_correct_answer_passes(check, capsys):
     answers = CORRECT_ANSWERS[check]()
