@@ -70,11 +70,13 @@ def check_exercise_4_3(config_class, model_class):
     for i in range(cfg.n_layers):
         expected[f"trf_blocks.{i}.att.dropout"] = rates["drop_rate_attn"]
         expected[f"trf_blocks.{i}.drop_shortcut"] = rates["drop_rate_shortcut"]
-    found = {name: module.p for name, module in model.named_modules() if isinstance(module, nn.Dropout)}
+    found = {name: float(module.p) for name, module in model.named_modules() if isinstance(module, nn.Dropout)}
     assert set(found) == set(expected), (
         f"keep GPTModel's dropout modules, no more and no fewer; expected {sorted(expected)}, found {sorted(found)}")
     for name, p in found.items():
         assert p == expected[name], f"{name} has p={p}: which of the three rates belongs to it?"
     logits = model.eval()(torch.randint(0, cfg.vocab_size, (2, cfg.context_length)))
-    assert logits.shape == (2, cfg.context_length, cfg.vocab_size), f"the model returns logits of shape {logits.shape}"
+    assert isinstance(logits, torch.Tensor), f"the model returns a {type(logits).__name__}, not a tensor of logits"
+    assert tuple(logits.shape) == (2, cfg.context_length, cfg.vocab_size), \
+        f"the model returns logits of shape {tuple(logits.shape)}"
     print("Correct: every dropout module has its own rate.")

@@ -187,6 +187,24 @@ def ch02_23(special_tokens=("<|endoftext|>", "<|unk|>"), count_specials=True, or
                 encoded=text_data.SimpleTokenizerV2(vocab).encode(SENTENCE), unknown_words=order(unknown))
 
 
+class Agrees(int):
+    """A number that claims to equal anything: a check must convert an answer before comparing it."""
+
+    __hash__ = int.__hash__
+
+    def __eq__(self, other):
+        return True
+
+
+class AgreesFloat(float):
+    """A rate that claims to equal anything."""
+
+    __hash__ = float.__hash__
+
+    def __eq__(self, other):
+        return True
+
+
 def windows_ceil(num_tokens, max_length, stride):
     return -(-(num_tokens - max_length) // stride)
 
@@ -286,16 +304,16 @@ class GPTConfigDropouts(gpt.GPTConfig):
     drop_rate_shortcut: float = 0.1
 
 
-def model_class(attention_rate="drop_rate_attn", shortcut_rate="drop_rate_shortcut", extra_module=False):
+def model_class(attention_rate="drop_rate_attn", shortcut_rate="drop_rate_shortcut", extra_module=False, rate=float):
     """A model class for exercise 4.3 as the solution writes it; the arguments introduce a learner's mistakes."""
 
     class GPTModelDropouts(gpt.GPTModel):
         def __init__(self, cfg):
             super().__init__(cfg)
-            self.drop_emb.p = cfg.drop_rate_emb
+            self.drop_emb.p = rate(cfg.drop_rate_emb)
             for block in self.trf_blocks:
-                block.att.dropout.p = getattr(cfg, attention_rate)
-                block.drop_shortcut.p = getattr(cfg, shortcut_rate)
+                block.att.dropout.p = rate(getattr(cfg, attention_rate))
+                block.drop_shortcut.p = rate(getattr(cfg, shortcut_rate))
             if extra_module:  # a new module for the attention rate instead of setting the existing one
                 self.drop_attn = torch.nn.Dropout(cfg.drop_rate_attn)
 
@@ -632,6 +650,8 @@ WRONG_ANSWERS = [
     Wrong("check_exercise_2_4", "floor division", lambda: ch02_24(windows_floor), "the one extra token"),
     Wrong("check_exercise_2_4", "the Verdict count for stride 256",
           lambda: ch02_24(stride=256), "max_length=256, stride=128"),
+    Wrong("check_exercise_2_4", "counts that claim to equal anything",
+          lambda: ch02_24(lambda *args: Agrees(0)), "the one extra token"),
     Wrong("check_exercise_2_5", "a position embedding with a row per token id",
           lambda: ch02_25(pos_rows=50257), "one row per position"),
     Wrong("check_exercise_2_5", "no position embeddings added",
@@ -696,6 +716,9 @@ WRONG_ANSWERS = [
     Wrong("check_exercise_4_3", "a new dropout module beside the existing one",
           lambda: dict(config_class=GPTConfigDropouts, model_class=model_class(extra_module=True)),
           "keep GPTModel's dropout modules"),
+    Wrong("check_exercise_4_3", "one rate everywhere, made to claim to equal any rate",
+          lambda: dict(config_class=GPTConfigDropouts, model_class=model_class(rate=lambda p: AgreesFloat(0.5))),
+          "which of the three rates"),
 
     Wrong("check_exercise_5_1", "logits multiplied by the temperature",
           lambda: ch05_51(divide=False), "divide, then softmax"),
@@ -881,6 +904,22 @@ def scratch_folder(tmp_path_factory):
 def test_wrong_answer_fails_with_hint(wrong):
     with pytest.raises(AssertionError, match=re.escape(wrong.hint)):
         CHECKS[wrong.check](**wrong.answers())
+
+
+# Fragments of a solution that a check's hints must never print: a hint guides, the learner finds the answer.
+ANSWERS_NO_HINT_GIVES = {
+    "check_exercise_7_2": ["prompt_length - 1", "prompt_length-1", "position prompt_length"],
+}
+
+
+@pytest.mark.parametrize("wrong", [w for w in WRONG_ANSWERS if w.check in ANSWERS_NO_HINT_GIVES],
+                         ids=[f"{w.check.removeprefix('check_exercise_')}: {w.mistake}" for w in WRONG_ANSWERS
+                              if w.check in ANSWERS_NO_HINT_GIVES])
+def test_hint_does_not_give_the_answer(wrong):
+    with pytest.raises(AssertionError) as raised:
+        CHECKS[wrong.check](**wrong.answers())
+    given = [fragment for fragment in ANSWERS_NO_HINT_GIVES[wrong.check] if fragment in str(raised.value)]
+    assert not given, f"the hint gives the answer away ({given}): {raised.value}"
 
 
 @pytest.mark.parametrize("check", CORRECT_ANSWERS)
