@@ -646,8 +646,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     limits = {"timeout": args.timeout, "wall_clock": args.wall_clock, "memory_gb": args.memory_gb}
     if args.path.is_dir():
-        if not args.out:
-            parser.error("grading a folder (a class) needs --out GRADEBOOK.csv")
+        if not args.out or args.out.suffix != ".csv" or not args.out.parent.is_dir():
+            parser.error("grading a folder (a class) needs --out GRADEBOOK.csv in an existing folder")
         with tempfile.TemporaryDirectory(prefix="llm-course-grade-") as scratch:
             grade_class(args.path, args.out, args.chapter, args.jobs, env=course_environment(scratch), **limits)
         return 0
