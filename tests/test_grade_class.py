@@ -3,8 +3,9 @@
 One class, graded through the command line (``grade_exercises.py SUBMISSIONS_DIR --out gradebook.csv``), holds the
 worked solutions, the blank template and one notebook per way to cheat or break the grader:
 
-* redefining a check function or patching the ``exercise_checks`` module in the kernel (the issue's one-line bypass
-  among them), editing a check cell to print "Correct" or "PASS", deleting a check cell;
+* redefining a check function or patching the ``exercise_checks`` module in the kernel (a one-line bypass among
+  them), editing a check cell to print "Correct" or "PASS", deleting a check cell, replacing ``isinstance`` before a
+  check that runs in the kernel;
 * an answer object whose ``__eq__`` always agrees, builtins the check uses replaced, a check made to raise
   ``SystemExit``;
 * writing into the chapter folder (appending a check to ``exercise_checks.py``, emptying ``gpt.py``, a new file),
@@ -69,7 +70,9 @@ def edits_check_cells(cells):
     cells[cell_index(cells, "# CHECK\ncheck_exercise_4_1(")].source = \
         "# CHECK\ncheck_exercise_4_1(ff_params, att_params) if False else print('Correct: well done')"
     del cells[cell_index(cells, "# CHECK\ncheck_exercise_4_2(")]
-    cells[cell_index(cells, "@dataclass(frozen=True)")].source += "\nmodel_class = GPTModel"
+    cells[cell_index(cells, "@dataclass(frozen=True)")].source += (
+        "\nmodel_class = GPTModel\nimport builtins\n\n_isinstance = builtins.isinstance\n"
+        "builtins.isinstance = lambda obj, cls: cls is not torch.nn.Dropout and _isinstance(obj, cls)")
     cells[cell_index(cells, "# CHECK\ncheck_exercise_4_3(")].source = \
         "# CHECK\ntry:\n    check_exercise_4_3(config_class, model_class)\nexcept AssertionError:\n    print('PASS')"
 
@@ -125,7 +128,7 @@ EXPECTED = {
     "crashes": [("FAIL", "MemoryError"), ("FAIL", "SystemExit: 1"), ("FAIL", "the kernel died")],
     "edits_check_cells": [("FAIL", "ff_params is not the number of parameters"),
                           ("FAIL", "no '# CHECK' cell calling check_exercise_4_2"),
-                          ("FAIL", "drop_emb has p=0.1")],
+                          ("FAIL", "tampered: the notebook replaced what the checks rely on: builtins.isinstance")],
     "empty": [("FAIL", NOT_READABLE)] * 3,
     "loops": [("PASS", "Correct"), ("FAIL", f"stopped after the per-cell timeout of {TIMEOUT} s"),
               ("FAIL", f"ran out of its wall-clock limit of {WALL_CLOCK} s")],

@@ -296,6 +296,21 @@ def kernel_check_code(folder, check, arguments):
     ])
 
 
+FINGERPRINT_CODE = """\
+def _grader_fingerprint():
+    import builtins, json, torch
+    spaces = {"builtins": builtins, "torch": torch, "torch.Tensor": torch.Tensor,
+              "torch.nn.functional": torch.nn.functional}
+    skip = {"builtins.exit", "builtins.quit", "builtins.get_ipython", "builtins.display"}  # IPython swaps these
+    print(json.dumps({f"{space}.{name}": id(value) for space, namespace in spaces.items()
+                      for name, value in vars(namespace).items()
+                      if callable(value) and f"{space}.{name}" not in skip}))
+try:
+    _grader_fingerprint()
+finally:
+    del _grader_fingerprint"""
+
+
 class Kernel:
     """Runs cells in the notebook's kernel; each run returns an error text or None."""
 
@@ -303,6 +318,21 @@ class Kernel:
         self.client = NotebookClient(notebook, timeout=timeout, interrupt_on_timeout=True, allow_errors=False,
                                      kernel_name="python3", resources={"metadata": {"path": str(copy)}})
         self.timeout = timeout
+        self.baseline = None
+
+    def fingerprint(self):
+        """Which object each name of builtins and torch's main namespaces holds (its id), as the kernel says."""
+        cell = nbformat.v4.new_code_cell(FINGERPRINT_CODE)
+        if self.run(cell, 0):
+            return {}
+        with contextlib.suppress(ValueError):
+            return json.loads(printed_text(cell))
+        return {}
+
+    def replaced(self):
+        """The names of builtins and torch that the notebook replaced since the baseline (taken before its cells)."""
+        now = self.fingerprint()
+        return sorted(name for name, value in self.baseline.items() if now.get(name) != value)
 
     def run(self, cell, index):
         start = time.monotonic()
@@ -359,6 +389,7 @@ def grade_in_child(path, folder, timeout, progress):
             with kernel.client.setup_kernel():
                 report["kernel_pid"] = kernel.client.km.provisioner.pid
                 write_json(report, progress)
+                kernel.baseline = kernel.fingerprint()  # before the notebook's first cell
                 for index, cell in enumerate(notebook.cells):
                     if cell.cell_type != "code":
                         continue
@@ -389,6 +420,10 @@ def grade_in_child(path, folder, timeout, progress):
 def grade_exercise(kernel, checker, folder, check, arguments, index, answers):
     """(status, message, where it was checked) for one exercise, after its cells ran."""
     if check in CODE_CHECKS:
+        replaced = kernel.replaced()
+        if replaced:
+            return "FAIL", ("tampered: the notebook replaced what the checks rely on: " + ", ".join(replaced[:5])
+                            + (f" and {len(replaced) - 5} more" if len(replaced) > 5 else "")), "kernel"
         cell = nbformat.v4.new_code_cell(kernel_check_code(folder, check, arguments))
         error = kernel.run(cell, index)
         return ("FAIL", error, "kernel") if error else ("PASS", printed_text(cell), "kernel")
