@@ -298,13 +298,12 @@ def kernel_check_code(folder, check, arguments):
 
 FINGERPRINT_CODE = """\
 def _grader_fingerprint():
-    import builtins, json, torch
-    spaces = {"builtins": builtins, "torch": torch, "torch.Tensor": torch.Tensor,
-              "torch.nn.functional": torch.nn.functional}
-    skip = {"builtins.exit", "builtins.quit", "builtins.get_ipython", "builtins.display"}  # IPython swaps these
-    print(json.dumps({f"{space}.{name}": id(value) for space, namespace in spaces.items()
-                      for name, value in vars(namespace).items()
-                      if callable(value) and f"{space}.{name}" not in skip}))
+    import builtins, inspect, json, torch
+    namespaces = {"builtins": vars(builtins), "torch.Tensor": vars(torch.Tensor),
+                  "torch": {name: value for name, value in vars(torch).items() if inspect.isbuiltin(value)}}
+    volatile = {"input", "exit", "quit", "get_ipython", "display"}  # the kernel swaps these itself
+    print(json.dumps({f"{space}.{name}": id(value) for space, names in namespaces.items()
+                      for name, value in names.items() if callable(value) and name not in volatile}))
 try:
     _grader_fingerprint()
 finally:
@@ -321,7 +320,8 @@ class Kernel:
         self.baseline = None
 
     def fingerprint(self):
-        """Which object each name of builtins and torch's main namespaces holds (its id), as the kernel says."""
+        """Which object each name of builtins, torch.Tensor and torch's C functions holds (its id), as the kernel
+        says."""
         cell = nbformat.v4.new_code_cell(FINGERPRINT_CODE)
         if self.run(cell, 0):
             return {}
@@ -330,7 +330,7 @@ class Kernel:
         return {}
 
     def replaced(self):
-        """The names of builtins and torch that the notebook replaced since the baseline (taken before its cells)."""
+        """The names of builtins and torch the notebook replaced since the baseline (taken before its cells)."""
         now = self.fingerprint()
         return sorted(name for name, value in self.baseline.items() if now.get(name) != value)
 
