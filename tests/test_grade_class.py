@@ -82,9 +82,10 @@ def lying_answers(cells):
     cells[i].source += ("\nclass Agrees(int):\n    def __eq__(self, other):\n        return True\n\n\n"
                         "ff_params, att_params = Agrees(1), Agrees(2)")
     i = cell_index(cells, "gpt2_sizes = {}")  # right counts, sizes in millions of bytes; abs() made to agree
-    cells[i].source = cells[i].source.replace("1024 ** 2", "1e6") + "\nimport builtins\nbuiltins.abs = lambda x: 0"
-    i = cell_index(cells, "@dataclass(frozen=True)")
-    cells[i].source += ("\nclass Quits(GPTModelDropouts):\n    def __init__(self, cfg):\n"
+    cells[i].source = (cells[i].source.replace("1024 ** 2", "1e6")
+                       + "\nimport builtins\n\n_abs = builtins.abs\nbuiltins.abs = lambda x: 0")
+    i = cell_index(cells, "@dataclass(frozen=True)")  # abs() restored: this check runs in the kernel
+    cells[i].source += ("\nbuiltins.abs = _abs\n\n\nclass Quits(GPTModelDropouts):\n    def __init__(self, cfg):\n"
                         "        raise SystemExit(0)\n\n\nmodel_class = Quits")
 
 

@@ -26,7 +26,9 @@ How a notebook is graded:
 * The exercises whose answer is code the student writes (CODE_CHECKS: a function or a class) cannot be checked
   without running that code; their check runs in the kernel, after the exercise's cells, from a fresh import of
   the course's ``exercise_checks.py`` (not the notebook's), and the verdict comes from the kernel's reply, not from
-  what the cell prints. A student who patches the kernel itself could still fake these; the report marks them
+  what the cell prints. Before it, builtins, torch.Tensor's methods and torch's compiled functions are compared
+  with what they held before the notebook's first cell: one replaced fails the exercise as tampered. A student who
+  patches further (the chapter's modules, the kernel itself) could still fake these; the report marks them
   ``"checked": "kernel"`` against ``"isolated"``.
 
 An exercise passes when its check passes and none of its own cells (those after the previous check cell) raised
