@@ -7,7 +7,7 @@ cell knows it is in Colab), and an empty working folder like Colab's ``/content`
 ``file://`` URL of a git repository holding the course's tracked files as they are in this working tree. Data
 comes from the offline mirror when ``LLM_COURSE_MIRROR`` names one. The packages the first cell installs come from
 the package index pip is configured with (PyPI by default): these tests need it, and are skipped, saying so, when
-it cannot be reached.
+it cannot be reached (they fail instead when LLM_COURSE_REQUIRE_PACKAGE_INDEX is set, as CI does).
 
 Each notebook gets its own machine and runs in a Jupyter kernel of it, with its first cell as it is written for that
 address: appendix A and chapter 2 top to bottom, chapter 6 up to its pretrained model (its data sections),
@@ -45,6 +45,7 @@ WHOLE = {"appendix-A/appendix-A.ipynb", "ch02/ch02.ipynb"}
 UP_TO_HEADING = {"ch06/ch06.ipynb": "## 6.4"}  # the first section that needs GPT-2's weights
 WITHOUT_STAND_IN = {"ch07/ch07.ipynb"}  # every cell but those whose output would come from GPT-2's weights
 CELL_TIMEOUT = 600
+REQUIRE_INDEX = "LLM_COURSE_REQUIRE_PACKAGE_INDEX"  # set by .ci/run: there an unreachable index fails, not skips
 # Colab preinstalls TensorFlow, but the simulated machine leaves it out: the course imports it only inside the
 # function that writes test checkpoints (tf_checkpoint.write_checkpoint), never in a notebook.
 NOT_SIMULATED = {"tensorflow"}
@@ -150,7 +151,10 @@ def colab(tmp_path_factory):
     if not (ROOT / ".git").exists():
         pytest.skip("the simulated Colab clones the course with git, and this copy of it is not a git checkout")
     if not index_reachable():
-        pytest.skip("the package index cannot be reached: the first cells install packages from it")
+        message = "the package index cannot be reached: the first cells install packages from it"
+        if os.environ.get(REQUIRE_INDEX):
+            pytest.fail(f"{message} ({REQUIRE_INDEX} is set)")
+        pytest.skip(message)
     return Colab(tmp_path_factory.mktemp("colab"))
 
 
