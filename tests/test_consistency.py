@@ -11,7 +11,9 @@ course's files (tests/course_files.py skips virtual environments, hidden and bui
   module of another folder (found by name), and is used by its own folder: a copy carries only what its folder
   needs;
 * a standalone module and a notebook of its folder (not the exercise notebooks) that define a name in common are
-  a pair: every definition in the module is AST-identical to the last definition of the same name in the notebook;
+  a pair: every definition in the module is AST-identical to the last definition of the same name in the notebook,
+  or the notebook imports it from the module, or something it imports needs it (plumbing a notebook uses without
+  developing it lives in the module only);
 * any other function or class defined identically in two course modules is an unregistered copy, which nothing
   would keep from drifting, and fails the suite.
 """
@@ -109,21 +111,26 @@ def unused_definitions(copy):
             elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                   and node.value.id == module_name):
                 wanted.add(node.attr)
+    return sorted(set(file_definitions(copy)) - needed_definitions(copy, wanted))
+
+
+def needed_definitions(module, names):
+    """The top-level definitions of ``module`` that ``names`` need: themselves and what they use, transitively."""
     nodes = {}
-    for node in ast.parse(copy.read_text(encoding="utf-8")).body:
+    for node in ast.parse(module.read_text(encoding="utf-8")).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             nodes[node.name] = node
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
                 if isinstance(target, ast.Name):
                     nodes[target.id] = node
-    used, pending = set(), [name for name in wanted if name in nodes]
+    used, pending = set(), [name for name in names if name in nodes]
     while pending:
         name = pending.pop()
         if name not in used:
             used.add(name)
             pending += [n.id for n in ast.walk(nodes[name]) if isinstance(n, ast.Name) and n.id in nodes]
-    return sorted(set(file_definitions(copy)) - used)
+    return used
 
 
 def module_notebook_pairs(modules, notebooks):
@@ -132,11 +139,20 @@ def module_notebook_pairs(modules, notebooks):
             for m in modules if m.parent == nb.parent and set(file_definitions(m)) & set(file_definitions(nb))]
 
 
+def imported_from(module, notebook):
+    """The names ``notebook`` imports from ``module`` (``from module import name``)."""
+    tree = ast.parse(notebook_code(notebook), filename=str(notebook))
+    return {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == module.stem
+            for alias in node.names}
+
+
 def pair_problems(module, notebook):
     in_notebook = file_definitions(notebook)
+    imported = needed_definitions(module, imported_from(module, notebook))
     return [f"{name} is not defined in {notebook.name}" if name not in in_notebook
             else f"{name} differs from its last definition in {notebook.name}"
-            for name, dump in file_definitions(module).items() if in_notebook.get(name) != dump]
+            for name, dump in file_definitions(module).items()
+            if in_notebook.get(name) != dump and not (name in imported and name not in in_notebook)]
 
 
 def unregistered_copies(modules, root=ROOT):
@@ -207,8 +223,10 @@ def notebook(*sources):
 
 def test_copies_and_pairs_are_found_without_a_list(tmp_path):
     """A course laid out in a temporary folder: every kind of copy is found, and each kind of mistake reported."""
-    write(tmp_path / "ch01" / "text.py", "def tokenize(s):\n    return s.split()\n\n\ndef count(s):\n    return 0\n")
-    write(tmp_path / "ch01" / "ch01.ipynb", notebook("def tokenize(s):\n    return s.split()\n"))
+    write(tmp_path / "ch01" / "text.py", "def tokenize(s):\n    return s.split()\n\n\ndef count(s):\n    return 0\n"
+          "\n\nURL = 'https://example.com'\n\n\ndef fetch():\n    return URL\n")
+    write(tmp_path / "ch01" / "ch01.ipynb",
+          notebook("from text import fetch\n\n\ndef tokenize(s):\n    return s.split()\n"))  # fetch, URL: imported
     write(tmp_path / "ch01" / "exercise-solutions.ipynb", notebook("def count(s):\n    return 1\n"))
     copy = write(tmp_path / "ch02" / COPY_FILE, "def tokenize(s):\n    return s.split(' ')\n\n\n"
                  "def count(s):\n    return 0\n\n\ndef extra():\n    pass\n")

@@ -447,22 +447,28 @@ def ch06_splits():
     return classification.write_splits(classification.download_sms_spam("sms_spam"), "sms_spam")
 
 
-def ch06_61(max_length=1024, val_max_length=1024, pad=50256, batch_size=8, drop_last=True):
+def ch06_61(max_length=1024, val_max_length=1024, pad=50256, batch_size=8, drop_last=True, shuffle=True,
+            loader_over="train", as_list=False):
     paths = ch06_splits()
     train = classification.SpamDataset(paths["train"], BPE, max_length, pad_token_id=pad)
     val = classification.SpamDataset(paths["validation"], BPE, val_max_length, pad_token_id=pad)
-    loader = DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=drop_last)
-    return dict(train_dataset_full=train, val_dataset_full=val, train_loader_full=loader)
+    loader = DataLoader(train if loader_over == "train" else val, batch_size=batch_size, shuffle=shuffle,
+                        drop_last=drop_last)
+    return dict(train_dataset_full=train, val_dataset_full=val, train_loader_full=list(loader) if as_list else loader)
 
 
-def ch06_62(trainable="all", optimizer_before_unfreezing=False, train=True, new_head=True):
+def ch06_62(trainable="all", optimizer_before_unfreezing=False, train=True, new_head=True, frozen_while_training=(),
+            optimizer="own"):
     torch.manual_seed(123)
     model = ch06_gpt_download.load_gpt2("124M")
     if new_head:
         classification.add_classification_head(model, 2, 1 if optimizer_before_unfreezing else trainable)
     else:
         model.requires_grad_(True)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, weight_decay=0.1)
+    for name in frozen_while_training:  # frozen for training, unfrozen afterwards
+        getattr(model, name).requires_grad_(False)
+    parameters = model.parameters() if frozen_while_training else [p for p in model.parameters() if p.requires_grad]
+    optimizer_all = torch.optim.AdamW(parameters, lr=5e-5, weight_decay=0.1)
     if optimizer_before_unfreezing:
         model.requires_grad_(True)
     if train:  # two steps on random messages of 12 tokens with random labels
@@ -470,9 +476,11 @@ def ch06_62(trainable="all", optimizer_before_unfreezing=False, train=True, new_
         messages = TensorDataset(torch.randint(0, 50257, (16, 12), generator=generator),
                                  torch.randint(0, 2, (16,), generator=generator))
         loader = DataLoader(messages, batch_size=8)
-        classification.train_classifier(model, loader, loader, optimizer, "cpu", num_epochs=1, eval_freq=5,
-                                        eval_iter=1)
-    return dict(model_all=model, optimizer_all=optimizer)
+        used = optimizer_all if optimizer == "own" else torch.optim.AdamW(model.parameters(), lr=5e-5)
+        classification.train_classifier(model, loader, loader, used, "cpu", num_epochs=1, eval_freq=5, eval_iter=1)
+    for name in frozen_while_training:
+        getattr(model, name).requires_grad_(True)
+    return dict(model_all=model, optimizer_all=optimizer_all)
 
 
 def first_position(model, input_batch):
@@ -761,6 +769,12 @@ WRONG_ANSWERS = [
     Wrong("check_exercise_6_1", "batches of 16", lambda: ch06_61(batch_size=16), "a batch of `train_loader_full` has"),
     Wrong("check_exercise_6_1", "the last, incomplete batch kept", lambda: ch06_61(drop_last=False),
           "should drop its last, incomplete batch"),
+    Wrong("check_exercise_6_1", "the training loader not shuffled", lambda: ch06_61(shuffle=False),
+          "serves the messages in the order of the file"),
+    Wrong("check_exercise_6_1", "a loader over the validation messages", lambda: ch06_61(loader_over="validation"),
+          "should serve the messages of `train_dataset_full`"),
+    Wrong("check_exercise_6_1", "a list of batches instead of a loader", lambda: ch06_61(as_list=True),
+          "should be a DataLoader"),
     Wrong("check_exercise_6_2", "the chapter's recipe: only the last block trains", lambda: ch06_62(trainable=1),
           "are still frozen"),
     Wrong("check_exercise_6_2", "the optimizer created before unfreezing",
@@ -769,14 +783,23 @@ WRONG_ANSWERS = [
           "still holds the pretrained values"),
     Wrong("check_exercise_6_2", "the language-model head kept", lambda: ch06_62(new_head=False, train=False),
           "still has the language-model head"),
+    Wrong("check_exercise_6_2", "the position embedding frozen while training, unfrozen afterwards",
+          lambda: ch06_62(frozen_while_training=["pos_emb"]),
+          "`optimizer_all` never updated 1 of the model's parameter tensors (e.g. pos_emb.weight)"),
+    Wrong("check_exercise_6_2", "trained with another optimizer, `optimizer_all` made for the check",
+          lambda: ch06_62(optimizer="other"), "`optimizer_all` never updated"),
     Wrong("check_exercise_6_3", "the last position", lambda: dict(first_token_logits=lambda m, x: m(x)[:, -1, :]),
-          "reads the last position"),
+          "returns the scores of the last position"),
     Wrong("check_exercise_6_3", "the chapter's classification_logits unchanged",
-          lambda: dict(first_token_logits=classification.classification_logits), "reads the last position"),
+          lambda: dict(first_token_logits=classification.classification_logits),
+          "returns the scores of the last position"),
     Wrong("check_exercise_6_3", "the first message instead of the first position",
           lambda: dict(first_token_logits=lambda m, x: m(x)[0]), "one row of 2 class scores per message"),
     Wrong("check_exercise_6_3", "the mean over all positions",
-          lambda: dict(first_token_logits=lambda m, x: m(x).mean(dim=1)), "does not return the scores of the first"),
+          lambda: dict(first_token_logits=lambda m, x: m(x).mean(dim=1)),
+          "does not return the first position's scores"),
+    Wrong("check_exercise_6_3", "the second position", lambda: dict(first_token_logits=lambda m, x: m(x)[:, 1, :]),
+          "does not return the first position's scores"),
 
     Wrong("check_exercise_7_1", "the Alpaca prompt", lambda: ch07_71(instruction_finetuning.format_prompt),
           "still writes Alpaca's ### headers"),

@@ -7,7 +7,8 @@ worked solutions, the blank template and one notebook per way to cheat or break 
   among them), editing a check cell to print "Correct" or "PASS", deleting a check cell;
 * an answer object whose ``__eq__`` always agrees, builtins the check uses replaced, a check made to raise
   ``SystemExit``;
-* writing into the chapter folder (appending a check to ``exercise_checks.py``, emptying ``gpt.py``, a new file);
+* writing into the chapter folder (appending a check to ``exercise_checks.py``, emptying ``gpt.py``, a new file),
+  and a process left running when the notebook ends;
 * a loop of subprocesses and an endless loop (the per-cell timeout), an endless loop that ignores the interrupt
   (the notebook's wall clock);
 * a 2 GB allocation (the memory limit), ``sys.exit``, a kernel killed by SIGKILL;
@@ -89,7 +90,8 @@ def writes_course(cells):
     cells.insert(i, code("from pathlib import Path\n\n"
                          "with open('exercise_checks.py', 'a') as f:\n"
                          "    f.write('\\n\\ndef check_exercise_4_4():\\n    pass\\n')\n"
-                         "Path('gpt.py').write_text('')\nPath('notes.txt').write_text('a student was here')"))
+                         "Path('gpt.py').write_text('')\nPath('notes.txt').write_text('a student was here')\n"
+                         f"import subprocess\n\nsubprocess.Popen(['sleep', '{SLEEPER}'])  # left running"))
     i = cell_index(cells, "gpt2_sizes = {}")  # a plausible mistake: 1 MB taken as a million bytes
     cells[i].source = cells[i].source.replace("1024 ** 2", "1e6")
     cells.append(code("1 / 0"))  # after the last exercise: listed, decides nothing

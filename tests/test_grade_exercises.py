@@ -111,6 +111,13 @@ def test_not_an_exercises_notebook_is_a_clear_error(tmp_path, capsys, name, cont
     assert error in f"{raised.value.code} {capsys.readouterr().err}"
 
 
+@pytest.mark.parametrize("out", [None, "gradebook.json", "missing/gradebook.csv"])
+def test_a_class_needs_a_csv_gradebook_in_an_existing_folder(tmp_path, capsys, out):
+    with pytest.raises(SystemExit):
+        grade_exercises.main([str(tmp_path)] + (["--out", str(tmp_path / out)] if out else []))
+    assert "needs --out GRADEBOOK.csv in an existing folder" in capsys.readouterr().err
+
+
 class Agrees(int):
     """An answer of a learner's own class: not data, whatever it claims."""
 

@@ -441,11 +441,13 @@ def grade(path, timeout=CELL_TIMEOUT, env=None, wall_clock=WALL_CLOCK, memory_gb
                 stopped = None if child.returncode == 0 else f"the grading stopped (exit status {child.returncode})"
             except subprocess.TimeoutExpired:
                 stopped = f"the notebook ran out of its wall-clock limit of {wall_clock:g} s"
+                kill_group(child.pid)  # before it is reaped, while the id is still the child's
             finally:
-                report = json.loads(progress.read_text()) if progress.is_file() else {}
-                kill_group(child.pid)
-                kill_group(report.get("kernel_pid"))
+                child.kill()
                 child.wait()
+        report = json.loads(progress.read_text()) if progress.is_file() else {}
+        if stopped:  # the child did not end the kernel: its process group (and what it started) goes too
+            kill_group(report.get("kernel_pid"))
         if stopped and child.returncode not in (0, -signal.SIGKILL):
             last = stderr.read_text(errors="replace").strip().splitlines()
             stopped += f": {last[-1]}" if last else ""
@@ -644,8 +646,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     limits = {"timeout": args.timeout, "wall_clock": args.wall_clock, "memory_gb": args.memory_gb}
     if args.path.is_dir():
-        if not args.out:
-            parser.error("grading a folder (a class) needs --out GRADEBOOK.csv")
+        if not args.out or args.out.suffix != ".csv" or not args.out.parent.is_dir():
+            parser.error("grading a folder (a class) needs --out GRADEBOOK.csv in an existing folder")
         with tempfile.TemporaryDirectory(prefix="llm-course-grade-") as scratch:
             grade_class(args.path, args.out, args.chapter, args.jobs, env=course_environment(scratch), **limits)
         return 0
