@@ -39,7 +39,7 @@ from course_files import ROOT, course_files
 sys.path.insert(0, str(ROOT / "tools"))
 import colab_cells  # noqa: E402  (tools/ is not a package)
 
-NOTEBOOKS = [p for p in course_files("*.ipynb") if p.is_relative_to(ROOT)]
+NOTEBOOKS = course_files("*.ipynb")
 LACKING = ["tiktoken", "safetensors", "rouge_score", "peft", "gguf", "nbval"]  # Colab does not preinstall these
 WHOLE = {"appendix-A/appendix-A.ipynb", "ch02/ch02.ipynb"}
 UP_TO_HEADING = {"ch06/ch06.ipynb": "## 6.4"}  # the first section that needs GPT-2's weights
