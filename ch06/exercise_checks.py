@@ -39,7 +39,8 @@ def check_exercise_6_1(train_dataset_full, val_dataset_full, train_loader_full, 
         first, _ = dataset[0]
         assert tuple(first.shape) == (GPT2_CONTEXT_LENGTH,), \
             (f"the messages of `{name}` are {tuple(first.shape)[-1]} tokens long: pad them to the model's context "
-             f"length, {GPT2_CONTEXT_LENGTH} tokens (max_length=model.cfg.context_length)")
+             f"length, {GPT2_CONTEXT_LENGTH} tokens (SpamDataset's `max_length` is the padded length; GPTConfig "
+             "holds GPT-2's)")
         for index in (0, len(texts) // 2, len(texts) - 1):
             got = dataset[index][0].tolist()
             ids = tokenizer.encode(texts[index])[:GPT2_CONTEXT_LENGTH]

@@ -119,7 +119,10 @@ def _assert_gpt2_medium(model):
     assert isinstance(model, GPTModel), \
         f"`lora_model` should be the GPTModel that load_gpt2 returns, not {type(model).__name__}"
     path = default_models_dir() / "355M" / "model.safetensors"
-    assert path.is_file(), f"there is no {path.as_posix()}: load GPT-2 medium with load_gpt2('355M')"
+    assert path.is_file(), \
+        (f"there is no {path.as_posix()}: this check compares `lora_model` with the safetensors checkpoint that "
+         "load_gpt2('355M') downloads with its default source=\"hf\"; if you loaded the model with "
+         "source=\"openai\", load it with the default source instead")
     with safe_open(path, framework="pt") as checkpoint:
         for key, tensor in [("wpe.weight", model.pos_emb.weight), ("ln_f.weight", model.final_norm.scale)]:
             expected = checkpoint.get_tensor(key)

@@ -922,6 +922,14 @@ def test_hint_does_not_give_the_answer(wrong):
     assert not given, f"the hint gives the answer away ({given}): {raised.value}"
 
 
+def test_exercise_7_3_names_the_checkpoint_it_compares_with(monkeypatch, tmp_path):
+    """A model loaded with source="openai" leaves no safetensors file: the hint says which file and source."""
+    answers = ch07_73()
+    monkeypatch.setenv("LLM_COURSE_GPT2_DIR", str(tmp_path))  # no 355M/model.safetensors there
+    with pytest.raises(AssertionError, match=re.escape('default source="hf"')):
+        CHECKS["check_exercise_7_3"](**answers)
+
+
 @pytest.mark.parametrize("check", CORRECT_ANSWERS)
 def test_correct_answer_passes(check, capsys):
     answers = CORRECT_ANSWERS[check]()

@@ -18,7 +18,9 @@ import pytest
 
 from course_files import ROOT
 
-DESCRIBED = ["ch06/ch06.ipynb", "ch06/exercise-solutions.ipynb", "ch07/ch07.ipynb", "ch07/exercise-solutions.ipynb"]
+DESCRIBED = ["ch05/ch05.ipynb", "ch05/exercise-solutions.ipynb", "ch06/ch06.ipynb", "ch06/exercise-solutions.ipynb",
+             "ch06/bonus-lora/lora.ipynb", "ch07/ch07.ipynb", "ch07/exercise-solutions.ipynb",
+             "ch07/bonus-dpo/dpo.ipynb"]
 STAND_IN_TAG = "stand-in"
 SPEAKS_OF_THE_REAL_RUN = re.compile(r"real weights|with the real|you will see|prints|the book", re.IGNORECASE)
 

@@ -110,7 +110,8 @@ def set_up_colab(course, folder, files, packages, packages_without_dependencies=
             target, archive = here / name, here / f"{{name}}.zip"
             if not complete(target) and archive.is_file():
                 with zipfile.ZipFile(archive) as zipped:
-                    inside_folder = all(n.startswith(name + "/") for n in zipped.namelist())
+                    names = [n for n in zipped.namelist() if not n.startswith("__MACOSX/")]  # macOS extras
+                    inside_folder = all(n.startswith(name + "/") for n in names)
                     zipped.extractall(here if inside_folder else target)
                 done.append(f"unpacked {{archive.name}}")
             if not complete(target):
