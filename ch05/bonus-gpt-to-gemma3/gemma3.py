@@ -323,45 +323,29 @@ def config_from_gguf(reader):
 
 
 def gguf_tensor_names(model):
-    """llama.cpp's name of each weight of ``model``: {name: (parameter, is a norm scale)}.
-
-    llama.cpp stores a Gemma norm's full scale 1 + weight; ``load_gguf_weights`` subtracts the 1.
-    """
-    names = {"token_embd.weight": (model.tok_emb.weight, False), "output_norm.weight": (model.final_norm.weight, True)}
+    """llama.cpp's name of each weight of ``model``: {name: (parameter, None)}, the form ``llama.load_gguf_weights``
+    takes (None: no rows to unpermute, Gemma's GGUF files keep the rotate-half layout)."""
+    names = {"token_embd.weight": model.tok_emb.weight, "output_norm.weight": model.final_norm.weight}
     for i, block in enumerate(model.trf_blocks):
-        for gguf_name, parameter in [("attn_norm", block.norm1), ("attn_q_norm", block.att.query_norm),
-                                     ("attn_k_norm", block.att.key_norm), ("post_attention_norm", block.post_att_norm),
-                                     ("ffn_norm", block.norm2), ("post_ffw_norm", block.post_ff_norm)]:
-            names[f"blk.{i}.{gguf_name}.weight"] = (parameter.weight, True)
-        for gguf_name, parameter in [("attn_q", block.att.W_query), ("attn_k", block.att.W_key),
-                                     ("attn_v", block.att.W_value), ("attn_output", block.att.out_proj),
-                                     ("ffn_gate", block.ff.gate), ("ffn_up", block.ff.up), ("ffn_down", block.ff.down)]:
-            names[f"blk.{i}.{gguf_name}.weight"] = (parameter.weight, False)
-    return names
+        for gguf_name, module in [
+            ("attn_norm", block.norm1), ("attn_q_norm", block.att.query_norm), ("attn_k_norm", block.att.key_norm),
+            ("post_attention_norm", block.post_att_norm), ("ffn_norm", block.norm2),
+            ("post_ffw_norm", block.post_ff_norm), ("attn_q", block.att.W_query), ("attn_k", block.att.W_key),
+            ("attn_v", block.att.W_value), ("attn_output", block.att.out_proj), ("ffn_gate", block.ff.gate),
+            ("ffn_up", block.ff.up), ("ffn_down", block.ff.down),
+        ]:
+            names[f"blk.{i}.{gguf_name}.weight"] = module.weight
+    return {name: (parameter, None) for name, parameter in names.items()}
 
 
 def load_gguf_weights(model, reader):
-    """Copy every tensor of the GGUF file (``gguf.GGUFReader``) into ``model``, dequantized.
-
-    Every tensor is checked (present, known, right shape, readable type) before any is copied, so a bad file
-    raises an error naming the tensor and leaves the model unchanged.
-    """
-    expected = gguf_tensor_names(model)
-    stored = {t.name: t for t in reader.tensors}
-    unknown = sorted(set(stored) - set(expected))
-    missing = sorted(set(expected) - set(stored))
-    if unknown or missing:
-        raise ValueError(f"GGUF file {reader.data.filename}: tensors missing {missing[:5]}, unknown {unknown[:5]}")
-    copies = []
-    for name, (parameter, is_norm) in expected.items():
-        shape = tuple(int(n) for n in reversed(stored[name].shape))  # GGUF lists the fastest-varying axis first
-        if shape != tuple(parameter.shape):
-            raise ValueError(f"GGUF tensor '{name}' has shape {shape}, the model expects {tuple(parameter.shape)}")
-        value = dequantize(name, stored[name].tensor_type, stored[name].data, shape)
-        copies.append((parameter, value - 1 if is_norm else value))
+    """``llama.load_gguf_weights`` with Gemma's tensor names and formats (same checks: a bad file leaves the model
+    unchanged); then every norm's weight, which llama.cpp stores as the full scale 1 + weight, loses the 1."""
+    llama.load_gguf_weights(model, reader, gguf_tensor_names(model), dequantize)
     with torch.no_grad():
-        for parameter, value in copies:
-            parameter.copy_(value)
+        for module in model.modules():
+            if isinstance(module, RMSNorm):
+                module.weight -= 1
     return model
 
 

@@ -367,13 +367,15 @@ def gguf_tensor_names(model):
     return names
 
 
-def load_gguf_weights(model, reader):
+def load_gguf_weights(model, reader, expected=None, read=dequantize):
     """Copy every tensor of the GGUF file (``gguf.GGUFReader``) into ``model``, dequantized and unpermuted.
 
-    Every tensor is checked (present, known, right shape, readable type) before any is copied, so a bad file
-    raises an error naming the tensor and leaves the model unchanged.
+    ``expected`` maps the file's tensor names to (parameter, heads to unpermute or None), by default
+    ``gguf_tensor_names(model)``; ``read`` dequantizes one tensor. Every tensor is checked (present, known, right
+    shape, readable type) before any is copied, so a bad file raises an error naming the tensor and leaves the model
+    unchanged.
     """
-    expected = gguf_tensor_names(model)
+    expected = gguf_tensor_names(model) if expected is None else expected
     stored = {t.name: t for t in reader.tensors}
     unknown = sorted(set(stored) - set(expected))
     missing = sorted(set(expected) - set(stored))
@@ -384,7 +386,7 @@ def load_gguf_weights(model, reader):
         shape = tuple(int(n) for n in reversed(stored[name].shape))  # GGUF lists the fastest-varying axis first
         if shape != tuple(parameter.shape):
             raise ValueError(f"GGUF tensor '{name}' has shape {shape}, the model expects {tuple(parameter.shape)}")
-        value = dequantize(name, stored[name].tensor_type, stored[name].data, shape)
+        value = read(name, stored[name].tensor_type, stored[name].data, shape)
         copies.append((parameter, value if heads is None else unpermute_rows(value, heads)))
     with torch.no_grad():
         for parameter, value in copies:
