@@ -41,10 +41,7 @@ TINY_CLASSIFIER = GPTConfig(context_length=64, emb_dim=32, n_heads=2, n_layers=1
 SPAM = "WINNER!! You have won a 1000 cash prize. Call 09061701461 now to claim your reward. T&C apply"
 CHAT_MESSAGE = "Write one sentence about the sea."
 
-if not os.path.exists(CHROMIUM):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{CHROMIUM} is missing: .ci/run installs it with apt-get (package 'chromium')",
-                    pytrace=False)
+if not os.path.exists(CHROMIUM) and os.environ.get("CI") != "true":
     pytest.skip(f"the browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)",
                 allow_module_level=True)
 
@@ -79,10 +76,12 @@ def classifier_file(tmp_path_factory):
 def browser(tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
+    if not os.path.exists(CHROMIUM):  # only in CI, which installs it: elsewhere the module is skipped
+        pytest.fail(f"{CHROMIUM} is missing: .ci/run installs it with apt-get (package 'chromium')")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             tmp_path_factory.mktemp("chromium-profile"), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_FLAGS)
+            args=CHROMIUM_FLAGS, viewport={"width": 900, "height": 640})
         yield context
         context.close()
 
@@ -109,7 +108,7 @@ def test_chat_page_streams_the_answer(browser):
     backend = smollm2_backend()
     app, url = launched(build_chat_page({SMOLLM2: backend}))
     try:
-        page = browser.new_page(viewport={"width": 900, "height": 640})
+        page = browser.new_page()
         page.goto(url)
         box = page.get_by_role("textbox").first
         box.wait_for(timeout=60_000)
@@ -141,7 +140,7 @@ def test_chat_page_streams_the_answer(browser):
 def test_classifier_page_labels_a_spam_message(browser, classifier_file):
     app, url = launched(build_classifier_page(classifier_file[0]))
     try:
-        page = browser.new_page(viewport={"width": 900, "height": 640})
+        page = browser.new_page()
         page.goto(url)
         box = page.get_by_label("message")
         box.wait_for(timeout=60_000)
