@@ -1,7 +1,7 @@
 """A chat page for the course's models, built with Gradio: answers appear token by token.
 
     python chat.py                                   # SmolLM2-135M-Instruct; prints the page's address
-    python chat.py --ch07 ../output/gpt2-medium355M-sft.pth --ch05 ../../ch05/output/model.pth
+    python chat.py --ch07 ../output/gpt2-355M-sft.pth --ch05 ../../ch05/output/model.pth
 
 The page offers every loaded model in a drop-down list. Chat models (SmolLM2, chapter 7's finetuned GPT-2) answer
 the conversation; chapter 5's pretrained model, which was never taught to chat, continues the text of the last

@@ -1,7 +1,7 @@
 """An OpenAI-compatible server for the course's models, on FastAPI and uvicorn.
 
     python server.py                                   # SmolLM2-135M-Instruct on http://127.0.0.1:8000
-    python server.py --ch05 ../../ch05/output/model.pth --ch07 ../output/gpt2-medium355M-sft.pth
+    python server.py --ch05 ../../ch05/output/model.pth --ch07 ../output/gpt2-355M-sft.pth
     python server.py --host 0.0.0.0 --allow-remote     # reachable from other computers (prints a warning)
 
 It serves ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions``, whole (JSON) or streamed
