@@ -28,12 +28,13 @@ def build_page(backends):
 
     def respond(message, history, model_name, max_tokens, temperature):
         backend = backends[model_name]
+        max_tokens = min(int(max_tokens), backend.context_length - 1)  # leave room for at least one prompt token
         messages = [{"role": m["role"], "content": message_text(m["content"])} for m in history]
         messages.append({"role": "user", "content": message})
         prompt = message if backend.chat_prompt is None else backend.chat_prompt(messages)
-        prompt_ids = backend.encode(prompt)[-(backend.context_length - int(max_tokens)):]  # keep the latest turns
+        prompt_ids = backend.encode(prompt)[-(backend.context_length - max_tokens):]  # keep the latest turns
         answer = ""
-        for piece in Generation(backend, prompt_ids, int(max_tokens), temperature):
+        for piece in Generation(backend, prompt_ids, max_tokens, temperature):
             answer += piece
             yield answer
 

@@ -11,6 +11,7 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from types import SimpleNamespace
 
 import httpx
@@ -19,6 +20,7 @@ import torch
 import uvicorn
 from openai import OpenAI
 
+from chat import build_page as build_chat_page
 from cli import checked_host
 from engine import CH05_GPT, CH07_GPT, SMOLLM2, Generation, gpt_backend, smollm2_backend
 from kv_cache import generate_greedy_cached
@@ -261,3 +263,18 @@ def test_listening_beyond_this_computer_needs_a_flag(capsys):
         checked_host(Parser(), SimpleNamespace(host="0.0.0.0", allow_remote=False))
     assert checked_host(Parser(), SimpleNamespace(host="0.0.0.0", allow_remote=True)) == "0.0.0.0"
     assert "WARNING" in capsys.readouterr().err
+
+
+def test_the_chat_page_sends_the_history_and_keeps_to_the_context(tmp_path):
+    """The chat page's answer function: earlier turns (Gradio's text or list-of-parts content) reach the prompt,
+    a conversation longer than the context keeps its latest tokens, and the answer grows piece by piece."""
+    torch.manual_seed(123)
+    save_checkpoint(tmp_path / "model.pth", GPTModel(replace(TINY, context_length=32)))
+    backend = gpt_backend(tmp_path / "model.pth", CH07_GPT, instruct=True)
+    prompts = []
+    backend.chat_prompt = lambda messages, chat_prompt=backend.chat_prompt: prompts.append(messages) or chat_prompt(
+        messages)
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": [{"type": "text", "text": "Yo"}]}]
+    answers = list(build_chat_page({CH07_GPT: backend}).fn("Name a color. " * 20, history, CH07_GPT, 500, 0.0))
+    assert prompts[0][:2] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    assert len(answers) > 1 and all(later.startswith(earlier) for earlier, later in zip(answers, answers[1:]))
