@@ -5,6 +5,8 @@
   ``window`` turns it into sliding-window attention: each token sees only itself and the ``window - 1`` before it.
 * ``MultiHeadLatentAttention``: keys and values are expanded from one small latent vector per token, and the
   cache keeps only that latent; with a cache the expansion is folded into the queries and the output.
+* ``build_feed_forward``: the chapter's feed-forward network, with a hidden layer of any size (the chapter's is
+  4 · emb_dim); a benchmark uses it to give every variant the same number of parameters.
 * ``MoEFeedForward``: several copies of the chapter's feed-forward network ("experts"); a router sends every
   token to its ``top_k`` most likely experts, and ``load_balancing_loss`` keeps the router from favouring a few.
 * ``KVCache``: one layer's cached tensors, trimmed to the window when there is one.
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from previous_chapters import FeedForward, GPTConfig, LayerNorm
+from previous_chapters import GELU, FeedForward, GPTConfig, LayerNorm
 
 
 def split_heads(x, num_heads):
@@ -177,10 +179,23 @@ def load_balancing_loss(probs, chosen):
     return num_experts * (share * probs.mean(dim=0)).sum()
 
 
+def build_feed_forward(cfg):
+    """The chapter's ``FeedForward``, with ``cfg.ff_hidden_dim`` hidden units instead of 4 · emb_dim when that is
+    set (same layers and parameter names, only their size changes)."""
+    feed_forward = FeedForward(cfg)
+    if cfg.ff_hidden_dim is not None:
+        if cfg.ff_hidden_dim < 1:
+            raise ValueError(f"ff_hidden_dim must be at least 1, not {cfg.ff_hidden_dim}")
+        feed_forward.layers = nn.Sequential(nn.Linear(cfg.emb_dim, cfg.ff_hidden_dim), GELU(),
+                                            nn.Linear(cfg.ff_hidden_dim, cfg.emb_dim))
+    return feed_forward
+
+
 class MoEFeedForward(nn.Module):
-    """A mixture of ``num_experts`` copies of the chapter's ``FeedForward``: a linear router gives each token a
-    softmax probability per expert; the token goes to its ``top_k`` most likely experts, whose outputs are added,
-    each weighted by its probability. After each forward pass ``aux_loss`` holds the load-balancing loss."""
+    """A mixture of ``num_experts`` copies of the chapter's ``FeedForward`` (sized by ``build_feed_forward``): a
+    linear router gives each token a softmax probability per expert; the token goes to its ``top_k`` most likely
+    experts, whose outputs are added, each weighted by its probability. After each forward pass ``aux_loss`` holds
+    the load-balancing loss."""
 
     def __init__(self, cfg, num_experts, top_k=1):
         super().__init__()
@@ -188,7 +203,7 @@ class MoEFeedForward(nn.Module):
             raise ValueError(f"top_k ({top_k}) must be between 1 and num_experts ({num_experts})")
         self.top_k = top_k
         self.router = nn.Linear(cfg.emb_dim, num_experts, bias=False)
-        self.experts = nn.ModuleList(FeedForward(cfg) for _ in range(num_experts))
+        self.experts = nn.ModuleList(build_feed_forward(cfg) for _ in range(num_experts))
         self.aux_loss = None
 
     def forward(self, x):  # x: (batch, tokens, emb_dim)
@@ -213,6 +228,7 @@ class VariantConfig(GPTConfig):
     latent_dim: int | None = None  # set: multi-head latent attention with this latent size
     n_experts: int | None = None  # set: a mixture of this many feed-forward experts
     top_k: int = 1  # experts per token
+    ff_hidden_dim: int | None = None  # hidden units of the feed-forward network (each expert); None: 4 · emb_dim
 
 
 def build_attention(cfg):
@@ -232,7 +248,7 @@ class VariantBlock(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.att = build_attention(cfg)
-        self.ff = FeedForward(cfg) if cfg.n_experts is None else MoEFeedForward(cfg, cfg.n_experts, cfg.top_k)
+        self.ff = build_feed_forward(cfg) if cfg.n_experts is None else MoEFeedForward(cfg, cfg.n_experts, cfg.top_k)
         self.norm1 = LayerNorm(cfg.emb_dim)
         self.norm2 = LayerNorm(cfg.emb_dim)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)

@@ -1,13 +1,17 @@
-"""Speed and memory of each variant: tokens per second of cached greedy generation, cache bytes and parameters.
+"""Speed and memory of each variant at equal parameters: tokens per second of cached greedy generation, cache bytes.
 
     python benchmark.py                       # a small GPT, 3 alternating rounds (a few minutes)
     python benchmark.py --json results.json   # also save the table, for the notebook to show
     python benchmark.py --tiny                # a tiny model, a smoke run
 
 Every variant is chapter 4's GPT (6 blocks of width 256 with 8 heads, a 4,096-token vocabulary, tied output head,
-random weights; small, so that a run takes minutes on a laptop's CPU) with one change. The
-variants take turns within each round and the median round counts; the time of a round covers the prompt and the
-generated tokens. The cache bytes are measured on the caches after generation.
+random weights; small, so that a run takes minutes on a laptop's CPU) with one change. To compare them at equal
+parameters, each variant's feed-forward hidden size (the chapter's is 4 · 256 = 1,024) is chosen so that the
+parameters one token uses come within 0.5% of the multi-head model's: the attention variants with fewer parameters
+get a wider feed-forward network. For the mixture of experts the parameters used per token (the router and its
+``top_k`` experts) are matched, so its total, with all experts, stays several times larger; both counts are shown.
+The variants take turns within each round and the median round counts; the time of a round covers the prompt and
+the generated tokens. The cache bytes are measured on the caches after generation.
 """
 
 import argparse
@@ -34,6 +38,7 @@ CHANGES = {
 SMALL = VariantConfig(vocab_size=4096, context_length=512, emb_dim=256, n_heads=8, n_layers=6, drop_rate=0.0,
                       tie_embeddings=True)
 TINY = replace(SMALL, vocab_size=100, context_length=64, emb_dim=48, n_layers=2)
+TOLERANCE = 0.005  # largest relative difference from the multi-head model's parameters used per token
 
 
 def parameter_counts(model):
@@ -42,6 +47,29 @@ def parameter_counts(model):
     idle = sum((len(block.ff.experts) - block.ff.top_k) * sum(p.numel() for p in block.ff.experts[0].parameters())
                for block in model.trf_blocks if isinstance(block.ff, MoEFeedForward))
     return total, total - idle
+
+
+def used_per_token(cfg):
+    """The parameters one token uses in a ``VariantGPT`` of ``cfg`` (built on the meta device: no memory, no time)."""
+    with torch.device("meta"):
+        return parameter_counts(VariantGPT(cfg))[1]
+
+
+def equal_parameter_configs(base):
+    """Each variant of ``CHANGES`` made from ``base``, with the feed-forward hidden size that brings the parameters
+    one token uses closest to those of ``base`` itself (the multi-head model, with the chapter's 4 · emb_dim)."""
+    target, chapter_hidden = used_per_token(base), 4 * base.emb_dim
+    configs = {}
+    for name, change in CHANGES.items():
+        cfg = replace(base, **change, ff_hidden_dim=chapter_hidden)
+        at_chapter_hidden = used_per_token(cfg)
+        per_hidden_unit = used_per_token(replace(cfg, ff_hidden_dim=chapter_hidden + 1)) - at_chapter_hidden
+        cfg = replace(cfg, ff_hidden_dim=chapter_hidden + round((target - at_chapter_hidden) / per_hidden_unit))
+        if abs(used_per_token(cfg) - target) > TOLERANCE * target:
+            raise ValueError(f"{name}: no feed-forward hidden size brings its parameters within {TOLERANCE:.1%} of "
+                             f"the multi-head model's {target:,}")
+        configs[name] = cfg
+    return configs
 
 
 def main(argv):
@@ -65,7 +93,7 @@ def main(argv):
     load_at_start = os.getloadavg()[0]
 
     torch.manual_seed(123)
-    models = {name: VariantGPT(replace(base, **change)).eval() for name, change in CHANGES.items()}
+    models = {name: VariantGPT(cfg).eval() for name, cfg in equal_parameter_configs(base).items()}
     prompt = torch.randint(base.vocab_size, (1, prompt_tokens))
     contenders = {name: (lambda m=model: generate_greedy_cached(m, prompt, new_tokens)) for name, model in
                   models.items()}
@@ -79,17 +107,18 @@ def main(argv):
         rows.append({"variant": name, "tokens_per_s": new_tokens / statistics.median(seconds[name]),
                      "slowest_tokens_per_s": new_tokens / max(seconds[name]),
                      "fastest_tokens_per_s": new_tokens / min(seconds[name]),
-                     "cache_bytes": sum(cache.nbytes() for cache in caches), "parameters": total,
-                     "active_parameters": active})
+                     "cache_bytes": sum(cache.nbytes() for cache in caches),
+                     "ff_hidden_dim": model.cfg.ff_hidden_dim, "parameters": total, "active_parameters": active})
     print(f"{prompt_tokens}-token prompt + {new_tokens} generated tokens, batch 1, float32; median of "
           f"{args.repeats} alternating rounds; load average {load_at_start:.2f} at the start, "
           f"{load_at_end:.2f} at the end")
-    print("| variant | tokens/s (median) | slowest-fastest | KV cache | parameters | used per token |")
-    print("|---|---:|---|---:|---:|---:|")
+    print("| variant | tokens/s (median) | slowest-fastest | KV cache | feed-forward hidden | parameters | "
+          "used per token |")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['variant']} | {row['tokens_per_s']:.1f} | {row['slowest_tokens_per_s']:.1f}-"
-              f"{row['fastest_tokens_per_s']:.1f} | {row['cache_bytes'] / 2**20:.2f} MiB | {row['parameters']:,} | "
-              f"{row['active_parameters']:,} |")
+              f"{row['fastest_tokens_per_s']:.1f} | {row['cache_bytes'] / 2**20:.2f} MiB | {row['ff_hidden_dim']:,} | "
+              f"{row['parameters']:,} | {row['active_parameters']:,} |")
     if args.json:
         run = {"date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "cpu": cpu_name(),
                "cores": os.cpu_count(), "load_at_start": load_at_start, "load_at_end": load_at_end,

@@ -1,6 +1,7 @@
 """Each variant is proven against the chapter's code or an independent reference, and every cache against the
 full pass. Tiny models, random weights: the whole file runs in a few seconds."""
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import benchmark
 from attention_variants import (
     REAL_MODELS,
     GroupedQueryAttention,
@@ -192,13 +194,42 @@ def test_the_load_balancing_loss_trains_the_router_towards_balance():
     assert before > 1.5 and moe.aux_loss.item() < 1.1
 
 
-def test_the_default_configuration_is_the_chapters_gpt():
+@pytest.mark.parametrize("cfg", [TINY, replace(TINY, ff_hidden_dim=4 * D)], ids=["default", "hidden 4 x emb_dim"])
+def test_the_default_configuration_is_the_chapters_gpt(cfg):
     torch.manual_seed(0)
     chapter = randomize(GPTModel(TINY))
-    variant = VariantGPT(TINY).eval()
+    variant = VariantGPT(cfg).eval()
     variant.load_state_dict({name: value for name, value in chapter.state_dict().items() if "mask" not in name})
     ids = torch.randint(TINY.vocab_size, (2, 20))
     assert (variant(ids) - chapter(ids)).abs().max() <= 1e-5
+
+
+def test_the_feed_forward_hidden_size_is_set_by_the_configuration():
+    model = VariantGPT(replace(TINY, ff_hidden_dim=10))
+    moe = VariantGPT(replace(TINY, ff_hidden_dim=7, n_experts=3))
+    assert all(block.ff.layers[0].weight.shape == (10, D) and block.ff.layers[2].weight.shape == (D, 10)
+               for block in model.trf_blocks)
+    assert all(expert.layers[0].weight.shape == (7, D) for block in moe.trf_blocks for expert in block.ff.experts)
+    ids = torch.randint(TINY.vocab_size, (2, 5))
+    assert model(ids).shape == moe(ids).shape == (2, 5, TINY.vocab_size)
+
+
+def test_the_benchmark_compares_the_variants_at_equal_parameters():
+    """Each benchmarked model uses, per token, within 0.5% of the parameters of the chapter's GPT of the same size
+    (counted here on the real models; for the mixture of experts the experts a token does not use are left out),
+    and differs from it only in its variant and its feed-forward hidden size."""
+    target = sum(p.numel() for p in GPTModel(benchmark.SMALL).parameters())
+    configs = benchmark.equal_parameter_configs(benchmark.SMALL)
+    assert configs.keys() == benchmark.CHANGES.keys()
+    assert configs["multi-head (8 key/value heads)"].ff_hidden_dim == 4 * benchmark.SMALL.emb_dim
+    for name, cfg in configs.items():
+        assert cfg == replace(benchmark.SMALL, **benchmark.CHANGES[name], ff_hidden_dim=cfg.ff_hidden_dim)
+        model = VariantGPT(cfg)
+        used = sum(p.numel() for p in model.parameters())
+        if cfg.n_experts is not None:
+            expert = sum(p.numel() for p in model.trf_blocks[0].ff.experts[0].parameters())
+            used -= cfg.n_layers * (cfg.n_experts - cfg.top_k) * expert
+        assert abs(used - target) <= 0.005 * target, f"{name}: {used:,} parameters used per token, not {target:,}"
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -251,6 +282,8 @@ def test_bad_settings_are_refused_with_a_reason():
         MoEFeedForward(TINY, num_experts=2, top_k=3)
     with pytest.raises(ValueError, match="cannot be combined"):
         VariantGPT(replace(TINY, latent_dim=8, window=4))
+    with pytest.raises(ValueError, match="ff_hidden_dim"):
+        VariantGPT(replace(TINY, ff_hidden_dim=0))
     model = VariantGPT(TINY)
     caches = model.new_caches()
     model(torch.zeros(1, 20, dtype=torch.long), caches)
@@ -270,4 +303,5 @@ def test_the_benchmark_script_runs(tmp_path):
                             cwd=HERE, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "load average" in result.stdout and "mixture of experts" in result.stdout
-    assert (tmp_path / "rows.json").is_file()
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert [row["variant"] for row in rows] == list(benchmark.CHANGES)
