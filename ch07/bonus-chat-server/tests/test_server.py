@@ -21,7 +21,7 @@ import uvicorn
 from openai import OpenAI
 
 from chat import build_page as build_chat_page
-from cli import checked_host
+from cli import checked_host, load_backends
 from engine import CH05_GPT, CH07_GPT, SMOLLM2, Generation, gpt_backend, smollm2_backend
 from kv_cache import generate_greedy_cached
 from llama import generate
@@ -298,3 +298,14 @@ def test_the_chat_page_sends_the_history_and_keeps_to_the_context(tmp_path):
     answers = list(build_chat_page({CH07_GPT: backend}).fn("Name a color. " * 20, history, CH07_GPT, 500, 0.0))
     assert prompts[0][:2] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
     assert len(answers) > 1 and all(later.startswith(earlier) for earlier, later in zip(answers, answers[1:]))
+
+
+def test_a_file_that_is_no_checkpoint_is_refused_by_name(tmp_path):
+    class Parser:
+        def error(self, message):
+            raise SystemExit(message)
+
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    for path in [tmp_path / "notes.pth", tmp_path / "missing.pth"]:
+        with pytest.raises(SystemExit, match="could not load the model: (the file is not a PyTorch checkpoint|.*No such file)"):
+            load_backends(Parser(), SimpleNamespace(no_smollm2=True, ch05=path, ch07=None))
