@@ -25,6 +25,7 @@ seed and the step, and each process of a distributed run takes its own slice of 
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 from contextlib import contextmanager
@@ -77,6 +78,14 @@ def read_text(path):
                           f"cannot be decoded ({error.reason}); convert the file to UTF-8 first") from None
 
 
+def optional_module(module, package, purpose):
+    """Import a module only some inputs need (so the course does not require it), or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise CorpusError(f"{purpose} needs the {package} package (pip install {package})") from None
+
+
 def field_text(record, text_field, where):
     if not isinstance(record, dict) or text_field not in record:
         found = sorted(record) if isinstance(record, dict) else type(record).__name__
@@ -97,11 +106,7 @@ def file_documents(path, text_field, doc_separator):
                     raise CorpusError(f"{path} line {number}: not valid JSON ({error.msg})") from None
                 yield field_text(record, text_field, f"{path} line {number}")
     elif path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise CorpusError(f"{path}: reading .parquet files needs pyarrow (pip install pyarrow)") from None
-        table = pq.read_table(path)
+        table = optional_module("pyarrow.parquet", "pyarrow", f"{path}: reading .parquet files").read_table(path)
         if text_field not in table.column_names:
             raise CorpusError(f"{path}: no {text_field!r} column (found: {table.column_names}); "
                               "choose it with --text-field")
@@ -113,13 +118,9 @@ def file_documents(path, text_field, doc_separator):
 
 def hf_documents(name, config, split, text_field):
     """Stream the documents of a Hugging Face dataset (needs the ``datasets`` package and the network)."""
+    datasets = optional_module("datasets", "datasets", f"streaming the Hugging Face dataset {name!r}")
     try:
-        from datasets import load_dataset
-    except ImportError:
-        raise CorpusError(f"streaming the Hugging Face dataset {name!r} needs the datasets package "
-                          "(pip install datasets) and network access") from None
-    try:
-        rows = load_dataset(name, config, split=split, streaming=True)
+        rows = datasets.load_dataset(name, config, split=split, streaming=True)
         for number, row in enumerate(rows):
             yield field_text(row, text_field, f"{name} row {number}")
     except CorpusError:

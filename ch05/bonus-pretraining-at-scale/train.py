@@ -35,11 +35,11 @@ from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 
-import matplotlib
 import tiktoken
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -225,20 +225,21 @@ def sample_text(model, args, device):
     return tokenizer.decode(out[0].tolist())
 
 
-def plot_losses(history, path):
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+def plot_losses(history, path=None):
+    """Training and validation loss against tokens seen; saved to ``path`` if given. A plain matplotlib Figure
+    (no pyplot), so that it neither needs nor changes a display backend."""
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     train = [r for r in history if "train_loss" in r]
     val = [r for r in history if "val_loss" in r]
-    ax.plot([r["tokens"] / 1e6 for r in train], [r["train_loss"] for r in train], label="train")
+    ax.plot([r["tokens"] / 1e6 for r in train], [r["train_loss"] for r in train], label="training (running mean)")
     ax.plot([r["tokens"] / 1e6 for r in val], [r["val_loss"] for r in val], "o-", label="validation")
     ax.set_xlabel("tokens seen (millions)")
     ax.set_ylabel("cross-entropy loss")
     ax.legend()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+    return fig
 
 
 def train(args, rank, world_size, device):

@@ -150,5 +150,5 @@ def test_windows_are_shard_slices_and_the_ranks_share_a_step_without_overlap(tmp
 
 def test_streaming_from_hugging_face_without_the_datasets_package_is_explained(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if it were not installed: importing it fails
-    with pytest.raises(CorpusError, match="needs the datasets package"):
+    with pytest.raises(CorpusError, match="needs the datasets package \\(pip install datasets\\)"):
         build([], tmp_path / "out", hf_dataset="roneneldan/TinyStories")

@@ -1,6 +1,8 @@
 """train.py on 1, 2 and 3 CPU processes (gloo): the same global batch gives the same model whatever the process
 count, a stopped and resumed run ends where an uninterrupted one does, and a dead process stops the others."""
 
+import json
+import math
 import os
 import signal
 import socket
@@ -101,7 +103,7 @@ def test_a_stopped_and_resumed_run_ends_where_an_uninterrupted_one_does(data, tm
     difference = max_difference(weights(tmp_path / "whole"), weights(tmp_path / "parts"))
     print("largest difference, resumed vs uninterrupted:", difference)
     assert difference <= 1e-6
-    whole, parts = (train.json.loads((tmp_path / f / "log.json").read_text())["history"] for f in ("whole", "parts"))
+    whole, parts = (json.loads((tmp_path / f / "log.json").read_text())["history"] for f in ("whole", "parts"))
     assert [r.get("val_loss") for r in whole] == [r.get("val_loss") for r in parts]
 
 
@@ -120,3 +122,10 @@ def test_when_a_process_dies_the_others_stop_with_a_clear_message(data, tmp_path
         assert f"[rank {rank}] an exchange with the other processes failed: one of them has probably died" in err
     assert time.monotonic() - started < 60
     processes[2].communicate()
+
+
+def test_the_faster_model_of_the_faster_gpt_bonus_trains_too(data, tmp_path):
+    train.main(["--data", str(data), *RUN, "--steps", "2", "--model", "faster", "--out", str(tmp_path)])
+    history = json.loads((tmp_path / "log.json").read_text())["history"]
+    assert "tok_emb.weight" in weights(tmp_path) and "out_head.weight" not in weights(tmp_path)  # tied head
+    assert all(math.isfinite(r["train_loss"]) for r in history if "train_loss" in r)
