@@ -5,8 +5,8 @@ course's files (tests/course_files.py skips virtual environments, hidden and bui
 
 * whole files copied unchanged into the folders that need them (``download.py``, ``conftest.py`` and
   ``benchmarking.py`` from ``setup/``, chapter 5's GPT-2 loader, chapter 6's LoRA module, the GPT-to-Llama bonus's
-  ``llama.py``): each is byte-identical to its source, listed in IDENTICAL_FILES (the sources themselves are course
-  modules like any other);
+  ``llama.py``, the KV-cache bonus's ``kv_cache.py``): each is byte-identical to its source, listed in
+  IDENTICAL_FILES (the sources themselves are course modules like any other);
 * ``previous_chapters.py`` files: each definition is AST-identical to the definition of the same name in a course
   module of another folder (found by name), and is used by its own folder: a copy carries only what its folder
   needs;
@@ -35,6 +35,7 @@ IDENTICAL_FILES = {
     "tf_checkpoint.py": ROOT / "ch05" / "tf_checkpoint.py",
     "lora.py": ROOT / "ch06" / "bonus-lora" / "lora.py",
     "llama.py": ROOT / "ch05" / "bonus-gpt-to-llama" / "llama.py",
+    "kv_cache.py": ROOT / "ch04" / "bonus-kv-cache" / "kv_cache.py",
     "metrics.py": ROOT / "ch07" / "metrics.py",
     "llm_judge.py": ROOT / "ch07" / "llm_judge.py",
 }
