@@ -38,11 +38,12 @@ def measure(processes, args, out):
                 str(args.batch_tokens), "--steps", str(args.steps), "--warmup-steps", "1", "--log-every",
                 str(args.steps // 2), "--eval-every", str(10 * args.steps), "--checkpoint-every", str(10 * args.steps),
                 "--device", "cpu", "--no-progress"]
-    print(f"{datetime.now(timezone.utc):%H:%M:%S} UTC, load average {os.getloadavg()[0]:.2f}: {' '.join(command)}",
-          flush=True)
+    run = {"time": f"{datetime.now(timezone.utc):%H:%M:%S} UTC", "load_average": round(os.getloadavg()[0], 2),
+           "processes": processes, "command": " ".join(["python", *command[1:]])}
+    print(f"{run['time']}, load average {run['load_average']:.2f}: {run['command']}", flush=True)
     subprocess.run(command, cwd=HERE, check=True, capture_output=True, text=True)
     history = json.loads((out / "log.json").read_text())["history"]
-    return [r for r in history if "tokens_per_s" in r][-1]["tokens_per_s"]
+    return run | {"tokens_per_s": [r for r in history if "tokens_per_s" in r][-1]["tokens_per_s"]}
 
 
 def main(argv=None):
@@ -56,18 +57,18 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     started = datetime.now(timezone.utc)
-    results = {1: [], args.processes: []}
+    runs, results = [], {1: [], args.processes: []}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for processes in results:
-                out = Path(tmp) / f"{processes}-{repeat}"
-                results[processes].append(measure(processes, args, out))
+                runs.append(measure(processes, args, Path(tmp) / f"{processes}-{repeat}"))
+                results[processes].append(runs[-1]["tokens_per_s"])
                 print(f"  {processes} process(es): {results[processes][-1]:,.0f} tokens/s", flush=True)
     summary = {"cpu": cpu_model(), "cpus": os.cpu_count(), "started": f"{started:%Y-%m-%d %H:%M} UTC",
                "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "size": args.size,
                "batch_tokens": args.batch_tokens, "steps": args.steps,
                "tokens_per_s": {str(p): v for p, v in results.items()},
-               "median_tokens_per_s": {str(p): statistics.median(v) for p, v in results.items()}}
+               "median_tokens_per_s": {str(p): statistics.median(v) for p, v in results.items()}, "runs": runs}
     print(f"{summary['cpu']} ({summary['cpus']} CPUs), {summary['started']}, load average at the end "
           f"{summary['load_average_at_end']}")
     for processes, median in summary["median_tokens_per_s"].items():

@@ -196,7 +196,7 @@ def build_shards(inputs, out, tokenizer="gpt2", text_field="text", doc_separator
         index = {"tokenizer": tokenizer, "eot_token": encoding.eot_token, "dtype": "uint16", "settings": settings,
                  "documents": 0, "complete": False, "shards": []}
     done = index["documents"]  # documents already in shards: skipped when an interrupted build is resumed
-    buffers, sources = {"train": [], "val": []}, set()
+    buffers, sources = {"train": [], "val": []}, {"train": set(), "val": set()}
 
     def flush(documents):
         for split, arrays in buffers.items():
@@ -206,9 +206,9 @@ def build_shards(inputs, out, tokenizer="gpt2", text_field="text", doc_separator
                 write_atomic(out / name, tokens.tobytes())
                 index["shards"].append({"file": name, "split": split, "tokens": len(tokens),
                                         "sha256": hashlib.sha256(tokens.tobytes()).hexdigest(),
-                                        "sources": sorted(sources)})
+                                        "sources": sorted(sources[split])})
                 arrays.clear()
-        sources.clear()
+                sources[split].clear()
         index["documents"] = documents
         write_index(out, index)
 
@@ -220,7 +220,7 @@ def build_shards(inputs, out, tokenizer="gpt2", text_field="text", doc_separator
         while batch := list(islice(new, BATCH_DOCUMENTS)):  # a huge stream is never all in memory
             for (source, _), (split, ids) in zip(batch, pool.imap(_tokenize, [text for _, text in batch], 8)):
                 buffers[split].append(ids)
-                sources.add(source)
+                sources[split].add(source)
                 count += 1
                 pending += len(ids) if split == "train" else 0
                 if pending >= shard_tokens:
