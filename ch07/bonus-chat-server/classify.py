@@ -7,13 +7,14 @@ two-class head, the input length it was trained with and the position it reads i
 """
 
 import argparse
+import pickle
 from pathlib import Path
 
 import gradio as gr
 import tiktoken
 import torch
 
-from cli import add_address_arguments, checked_host
+from cli import add_address_arguments, checked_host, load_problem
 from previous_chapters import CLASS_NAMES, PAD_TOKEN_ID, classification_logits, load_classifier
 
 
@@ -48,8 +49,8 @@ def main(argv=None):
     host = checked_host(parser, args)
     try:
         page = build_page(args.classifier)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        parser.error(f"{args.classifier}: {e}")
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as e:
+        parser.error(f"could not load the classifier {args.classifier}: {load_problem(e)}")
     page.launch(server_name=host, server_port=args.port)  # prints the address
 
 

@@ -1,6 +1,7 @@
 """The command-line options the server and the pages share: which models to load, and where to listen."""
 
 import ipaddress
+import pickle
 import sys
 from pathlib import Path
 
@@ -27,11 +28,18 @@ def load_backends(parser, args):
         for path, name, instruct in [(args.ch05, CH05_GPT, False), (args.ch07, CH07_GPT, True)]:
             if path is not None:
                 backends[name] = gpt_backend(path, name, instruct)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        parser.error(str(e))
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as e:
+        parser.error(f"could not load the model: {load_problem(e)}")
     if not backends:
         parser.error("no model to serve: drop --no-smollm2 or give --ch05 / --ch07")
     return backends
+
+
+def load_problem(error):
+    """What went wrong when loading a model file, in one line."""
+    if isinstance(error, pickle.UnpicklingError):  # torch.load(weights_only=True) refused the file's contents
+        return "the file is not a PyTorch checkpoint of plain tensors, as the course's scripts write"
+    return str(error).splitlines()[0]
 
 
 def add_address_arguments(parser, port):

