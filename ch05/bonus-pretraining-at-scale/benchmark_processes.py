@@ -10,7 +10,6 @@ figure is never separated from the conditions it was measured in::
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -18,15 +17,9 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from train import cpu_model
+
 HERE = Path(__file__).resolve().parent
-
-
-def cpu_model():
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def measure(processes, args, out):

@@ -29,10 +29,11 @@ import argparse
 import importlib.util
 import json
 import os
+import platform
 import sys
 import time
 from contextlib import nullcontext
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import tiktoken
@@ -161,7 +162,28 @@ def set_rng_state(state, device):
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def save_checkpoint(path, model, optimizer, scheduler, step, rank, world_size, device, history, settings):
+def cpu_model():
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def load_average():
+    """The 1-minute load average (None where the system has none, as on Windows)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def describe_machine(world_size, device):
+    """What a tokens/s figure depends on: the processor, the processes, the load when this run started."""
+    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "device": str(device), "processes": world_size,
+            "started": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "load_average_at_start": load_average(),
+            "nice": os.nice(0) if hasattr(os, "nice") else None, "torch": torch.__version__,
+            "arguments": " ".join(sys.argv[1:])}
+
+
+def save_checkpoint(path, model, optimizer, scheduler, step, rank, world_size, device, history, settings, machine):
     """Every rank sends its RNG states to rank 0, which writes the checkpoint under a temporary name, then renames."""
     states = [None] * world_size
     if world_size > 1:
@@ -174,12 +196,15 @@ def save_checkpoint(path, model, optimizer, scheduler, step, rank, world_size, d
                       "settings": settings}
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
-        write_log(path.parent, history, settings)
+        write_log(path.parent, history, settings, machine)
 
 
-def write_log(folder, history, settings):
+def write_log(folder, history, settings, machine):
+    """log.json: the settings, the machine of this run (of its last part, after a resume) and every record."""
+    machine = machine | {"load_average_at_end": load_average()}
     with atomic_path(folder / "log.json") as tmp:
-        tmp.write_text(json.dumps({"settings": settings, "history": history}, indent=1), encoding="utf-8")
+        tmp.write_text(json.dumps({"settings": settings, "machine": machine, "history": history}, indent=1),
+                       encoding="utf-8")
 
 
 def batches(windows, micro_batch, device):
@@ -258,6 +283,7 @@ def train(args, rank, world_size, device):
     out = Path(args.out)
     checkpoint_path = out / "checkpoint.pt"
     settings = {name: getattr(args, name) for name in RUN_SETTINGS}
+    machine = describe_machine(world_size, device)
 
     model = build_model(args).to(device)
     optimizer, scheduler = make_optimizer(model, args)
@@ -338,7 +364,7 @@ def train(args, rank, world_size, device):
             history.append(record)
         if step % args.checkpoint_every == 0 or step == last_step:
             save_checkpoint(checkpoint_path, raw_model, optimizer, scheduler, step, rank, world_size, device,
-                            history, settings)
+                            history, settings, machine)
     bar.close()
     if rank == 0 and step == args.steps:
         plot_losses(history, out / "loss.png")
