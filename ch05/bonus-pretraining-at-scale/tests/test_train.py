@@ -129,6 +129,7 @@ def test_the_faster_model_of_the_faster_gpt_bonus_trains_too(data, tmp_path):
     log = json.loads((tmp_path / "log.json").read_text())
     history = log["history"]
     # the log says where its tokens/s figures come from
-    assert log["machine"]["processes"] == 1 and log["machine"]["cpu"] and "--model faster" in log["machine"]["arguments"]
+    machine = log["machine"]
+    assert machine["processes"] == 1 and machine["cpu"] and "--model faster" in machine["arguments"]
     assert "tok_emb.weight" in weights(tmp_path) and "out_head.weight" not in weights(tmp_path)  # tied head
     assert all(math.isfinite(r["train_loss"]) for r in history if "train_loss" in r)
