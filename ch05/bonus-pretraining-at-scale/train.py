@@ -91,7 +91,10 @@ def parse_args(argv=None):
     parser.add_argument("--peak-tflops", type=float, default=None, help="one device's peak, for MFU")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for another process")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    args.command_line = " ".join(argv)  # for the log
+    return args
 
 
 def join_processes(args):
@@ -175,12 +178,12 @@ def load_average():
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
-def describe_machine(world_size, device):
+def describe_machine(args, world_size, device):
     """What a tokens/s figure depends on: the processor, the processes, the load when this run started."""
     return {"cpu": cpu_model(), "cpus": os.cpu_count(), "device": str(device), "processes": world_size,
             "started": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "load_average_at_start": load_average(),
             "nice": os.nice(0) if hasattr(os, "nice") else None, "torch": torch.__version__,
-            "arguments": " ".join(sys.argv[1:])}
+            "arguments": args.command_line}
 
 
 def save_checkpoint(path, model, optimizer, scheduler, step, rank, world_size, device, history, settings, machine):
@@ -283,7 +286,7 @@ def train(args, rank, world_size, device):
     out = Path(args.out)
     checkpoint_path = out / "checkpoint.pt"
     settings = {name: getattr(args, name) for name in RUN_SETTINGS}
-    machine = describe_machine(world_size, device)
+    machine = describe_machine(args, world_size, device)
 
     model = build_model(args).to(device)
     optimizer, scheduler = make_optimizer(model, args)
