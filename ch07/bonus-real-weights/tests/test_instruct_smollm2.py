@@ -17,7 +17,7 @@ from instruct_smollm2 import (
     train_last_blocks,
     validation_loss,
 )
-from llama import GGUFTokenizer, LlamaConfig, LlamaModel, smollm2_path
+from llama import GGUFTokenizer, KVCache, LlamaConfig, LlamaModel, smollm2_path
 from lora import add_lora
 from previous_chapters import batch_loss, format_prompt
 
@@ -163,6 +163,9 @@ class ScriptedModel(torch.nn.Module):
         super().__init__()
         self.cfg, self.script, self.calls = TINY, script, 0
         self.weight = torch.nn.Parameter(torch.zeros(1))  # gives the model a device
+
+    def new_cache(self):
+        return KVCache(self.cfg)
 
     def forward(self, in_idx, cache):
         cache.length += in_idx.shape[1]
